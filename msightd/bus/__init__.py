@@ -1,0 +1,46 @@
+"""The message bus nodes talk to: publish bytes to a topic, receive deliveries from topics.
+
+Nodes see only :class:`Bus` and :class:`Subscription`, never Redis, so a transport can be swapped per
+topic (pub/sub for MSight compatibility, streams for durability) without touching a node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+TRANSPORTS = ("pubsub",)
+
+
+class BusUnavailable(ConnectionError):
+    """The broker cannot be reached right now; the caller decides whether to retry or buffer."""
+
+
+def _no_ack() -> None:
+    """Pub/sub deliveries need no acknowledgement."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message received from ``topic``. Call :attr:`ack` once it has been fully handled."""
+
+    topic: str
+    payload: bytes
+    ack: Callable[[], None] = field(default=_no_ack)
+
+
+class Subscription(Protocol):
+    def receive(self, timeout_s: float) -> Delivery | None:
+        """The next delivery, or None after ``timeout_s`` (also while the broker is away: it reconnects)."""
+
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Hand ``payload`` to the broker; raise :class:`BusUnavailable` if it cannot be reached."""
+
+    def subscribe(self, topics: Sequence[str]) -> Subscription: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,305 @@
+"""TOML file → one validated :class:`DaemonConfig`, before anything runs.
+
+The same :func:`build_options` turns launch-command flags and ``[[nodes]]`` tables into a node's config
+dataclass, so both paths accept exactly the same options with the same checks. Every problem is
+reported (not just the first) as one line naming the file, the node and the key, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from msightd.bus import TRANSPORTS
+from msightd.nodes import NODE_KINDS
+from msightd.nodes.base import ConfigError
+
+RESTART_MODES = ("always", "on-failure", "never")
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_METRICS_PORT = 9464
+
+
+class ConfigFileError(ValueError):
+    """One or more problems in a config file; ``problems`` holds one sentence each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When and how fast a node is restarted (systemd's semantics for the start limit)."""
+
+    restart: Literal["always", "on-failure", "never"] = "always"
+    restart_delay: float = 1.0
+    restart_delay_max: float = 30.0
+    start_limit_burst: int = 5
+    start_limit_interval: float = 60.0
+
+    def validate(self) -> None:
+        if self.restart_delay < 0 or self.restart_delay_max < self.restart_delay:
+            raise ConfigError("restart_delay must be >= 0 and restart_delay_max >= restart_delay")
+        if self.start_limit_burst < 1 or self.start_limit_interval <= 0:
+            raise ConfigError("start_limit_burst must be >= 1 and start_limit_interval > 0")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One ``[[nodes]]`` entry, validated. Equal specs mean an unchanged node on reload."""
+
+    name: str
+    kind: str
+    options: Any
+    restart: RestartPolicy
+    transport: str = "pubsub"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    summary_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = DEFAULT_METRICS_HOST
+    port: int = DEFAULT_METRICS_PORT
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything ``msightd run`` needs. ``redis_url`` None means: start an embedded redis-server."""
+
+    path: str
+    nodes: tuple[NodeSpec, ...]
+    redis_url: str | None = None
+    transport: str = "pubsub"
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    grace_period_s: float = 20.0
+    runtime_dir: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+# -- generic dataclass building ------------------------------------------------------------------
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation) if a is not type(None))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def option_names(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def build_options(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
+    """Build ``cls`` from ``raw``, checking names, types and the class's own ``validate()``.
+
+    Raises :class:`ConfigFileError` listing every problem, each prefixed with ``where``.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = []
+    for key in raw:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            problems.append(f"{where}: unknown key {key!r}; allowed keys: {allowed}")
+    for name, spec in fields.items():
+        required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        if name not in raw:
+            if required:
+                problems.append(f"{where}: missing key {name!r} ({_describe(hints[name])})")
+            continue
+        if not _accepts(hints[name], raw[name]):
+            problems.append(f"{where}: key {name!r} must be {_describe(hints[name])}, got {raw[name]!r}")
+    if problems:
+        raise ConfigFileError(problems)
+    values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
+    instance = cls(**values)
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError as exc:
+            raise ConfigFileError([f"{where}: {exc}"]) from exc
+    return instance
+
+
+# -- the daemon file -----------------------------------------------------------------------------
+
+_TOP_LEVEL = ("redis", "metrics", "logging", "daemon", "defaults", "nodes")
+_RESTART_KEYS = option_names(RestartPolicy)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a daemon config file."""
+    where = str(path)
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigFileError([f"{where}: no such file; pass an existing config with -c"]) from None
+    except OSError as exc:
+        raise ConfigFileError([f"{where}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError([f"{where}: not valid TOML: {exc}"]) from None
+    return parse_config(document, where)
+
+
+def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
+    problems: list[str] = []
+
+    def section(name: str) -> dict[str, Any]:
+        value = document.get(name, {})
+        if not isinstance(value, dict):
+            problems.append(f"{where}: [{name}] must be a table")
+            return {}
+        return dict(value)
+
+    for key in document:
+        if key not in _TOP_LEVEL:
+            problems.append(f"{where}: unknown top-level key {key!r}; allowed: {', '.join(_TOP_LEVEL)}")
+
+    def attempt(build: Any, *args: Any) -> Any:
+        try:
+            return build(*args)
+        except ConfigFileError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    redis_table = section("redis")
+    redis_url = redis_table.pop("url", None)
+    transport = redis_table.pop("transport", "pubsub")
+    if redis_url is not None and not (isinstance(redis_url, str) and "://" in redis_url):
+        problems.append(f"{where}: [redis] key 'url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+    if transport not in TRANSPORTS:
+        problems.append(f"{where}: [redis] key 'transport' must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    for key in redis_table:
+        problems.append(f"{where}: [redis] unknown key {key!r}; allowed keys: transport, url (absent = embedded)")
+
+    metrics = attempt(build_options, MetricsConfig, section("metrics"), f"{where}: [metrics]")
+    logging_config = attempt(build_options, LoggingConfig, section("logging"), f"{where}: [logging]")
+    daemon = section("daemon")
+    grace = daemon.pop("grace_period_s", 20.0)
+    runtime_dir = daemon.pop("runtime_dir", None)
+    if not _accepts(float, grace) or grace <= 0:
+        problems.append(f"{where}: [daemon] key 'grace_period_s' must be a positive number, got {grace!r}")
+    if runtime_dir is not None and not isinstance(runtime_dir, str):
+        problems.append(f"{where}: [daemon] key 'runtime_dir' must be a string path")
+    for key in daemon:
+        problems.append(f"{where}: [daemon] unknown key {key!r}; allowed keys: grace_period_s, runtime_dir")
+
+    defaults = section("defaults")
+    every_option = set(_RESTART_KEYS) | {"transport"}
+    for kind in NODE_KINDS.values():
+        every_option |= set(option_names(kind.config_class))
+    for key in defaults:
+        if key not in every_option or key == "name":
+            problems.append(f"{where}: [defaults] unknown key {key!r}; allowed: restart policy keys and node options")
+
+    raw_nodes = document.get("nodes", [])
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        problems.append(f"{where}: no [[nodes]] entries; add at least one node")
+        raw_nodes = []
+    nodes: list[NodeSpec] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_nodes):
+        spec = attempt(_parse_node, raw, index, defaults, transport, where)
+        if spec is None:
+            continue
+        if spec.name in seen:
+            problems.append(f"{where}: node {spec.name!r}: duplicate name; node names must be unique")
+        seen.add(spec.name)
+        nodes.append(spec)
+    if problems:
+        raise ConfigFileError(problems)
+    return DaemonConfig(
+        path=where,
+        nodes=tuple(nodes),
+        redis_url=redis_url,
+        transport=transport,
+        metrics=metrics,
+        logging=logging_config,
+        grace_period_s=float(grace),
+        runtime_dir=runtime_dir,
+        warnings=tuple(topic_warnings(nodes, where)),
+    )
+
+
+def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], transport: str, where: str) -> NodeSpec:
+    if not isinstance(raw, dict):
+        raise ConfigFileError([f"{where}: [[nodes]] entry {index + 1} must be a table"])
+    name = raw.get("name")
+    label = f"{where}: node {name!r}" if isinstance(name, str) and name else f"{where}: [[nodes]] entry {index + 1}"
+    if not isinstance(name, str) or not name:
+        raise ConfigFileError([f"{label}: key 'name' must be a non-empty string"])
+    kind_name = raw.get("kind")
+    if kind_name not in NODE_KINDS:
+        raise ConfigFileError([f"{label}: key 'kind' must be one of {', '.join(NODE_KINDS)}, got {kind_name!r}"])
+    kind = NODE_KINDS[kind_name]
+    node_keys = set(option_names(kind.config_class))
+    merged = {k: v for k, v in defaults.items() if k in node_keys or k in _RESTART_KEYS or k == "transport"}
+    merged.update({k: v for k, v in raw.items() if k != "kind"})
+    node_transport = merged.pop("transport", transport)
+    if node_transport not in TRANSPORTS:
+        raise ConfigFileError([f"{label}: key 'transport' must be one of {', '.join(TRANSPORTS)}"])
+    restart_raw = {k: merged.pop(k) for k in list(merged) if k in _RESTART_KEYS}
+    problems: list[str] = []
+    options: Any = None
+    restart: Any = None
+    try:
+        options = build_options(kind.config_class, merged, label)
+    except ConfigFileError as exc:
+        problems.extend(exc.problems)
+    try:
+        restart = build_options(RestartPolicy, restart_raw, label)
+    except ConfigFileError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigFileError(problems)
+    return NodeSpec(name=name, kind=kind_name, options=options, restart=restart, transport=node_transport)
+
+
+def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
+    """Subscribed topics that no node in the file publishes (fine if an outside producer does)."""
+    published = {NODE_KINDS[n.kind].published_topic(n.options) for n in nodes}
+    warnings = []
+    for node in nodes:
+        topic = NODE_KINDS[node.kind].subscribed_topic(node.options)
+        if topic is not None and topic not in published:
+            warnings.append(
+                f"{where}: node {node.name!r}: subscribe_topic {topic!r} is published by no node in this file "
+                "(fine only if another program publishes it)"
+            )
+    return warnings

@@ -1,0 +1,235 @@
+"""Frame and segment messages and their MessagePack wire format.
+
+The wire format is MSight's: a MessagePack map tagged with ``data_type`` naming the MSight class
+(``msight_core.data.image.ImageData`` / ``msight_core.data.video.VideoData``). MSight readers look the
+class up by that tag and read only the fields they know, so the extra fields msightd adds (``fps``,
+``codec``, ...) are invisible to them, and msightd ignores fields it does not know in the other direction.
+
+Decoding is the edge where untrusted bytes enter a node: every problem becomes a
+:class:`MalformedMessage` with a short ``reason`` (a bounded set, used as a metric label) and a sentence
+for the log. Nothing in a message is ever executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+IMAGE_DATA_TYPE = "msight_core.data.image.ImageData"
+VIDEO_DATA_TYPE = "msight_core.data.video.VideoData"
+
+#: Largest message a node accepts (bytes). A raw 4K BGR frame is ~25 MB and a 100-frame 1080p H.264
+#: segment is a few MB, so 64 MiB leaves room while stopping a runaway producer from exhausting memory.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+#: Frame payload encodings. ``jpeg`` is what MSight writes and reads (``is_encoded`` true); ``raw`` is
+#: the BGR pixel buffer itself (``is_encoded`` false), cheaper when producer and consumer share a host.
+FRAME_ENCODINGS = ("jpeg", "raw")
+
+
+class MalformedMessage(ValueError):
+    """A message that cannot be used. ``reason`` is one of a small fixed set (safe as a metric label)."""
+
+    REASONS = ("oversized", "not_msgpack", "not_a_map", "wrong_data_type", "missing_field", "bad_field")
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in self.REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    """One camera frame as it travels on a frame topic.
+
+    ``capture_timestamp`` and ``creation_timestamp`` are Unix epoch seconds (float, UTC based).
+    ``image`` holds JPEG bytes when ``is_encoded`` is true, else the raw BGR buffer of shape ``size``.
+    """
+
+    sensor_name: str
+    capture_timestamp: float
+    creation_timestamp: float
+    frame_id: int
+    device_name: str
+    image: bytes
+    size: tuple[int, int, int]
+    is_encoded: bool = True
+
+    def to_wire(self) -> bytes:
+        return _pack(
+            {
+                "data_type": IMAGE_DATA_TYPE,
+                "sensor_name": self.sensor_name,
+                "capture_timestamp": self.capture_timestamp,
+                "creation_timestamp": self.creation_timestamp,
+                "frame_id": self.frame_id,
+                "device_name": self.device_name,
+                "image": self.image,
+                "is_encoded": self.is_encoded,
+                "detection_results": None,
+                "size": list(self.size),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class SegmentMessage:
+    """One encoded video segment (a whole MP4 file) and the frames it holds, in order.
+
+    ``frame_id`` and ``capture_timestamp`` are those of the first frame, so the same frames always give
+    the same segment identity (a redelivered segment maps to the same file name).
+    """
+
+    sensor_name: str
+    capture_timestamp: float
+    creation_timestamp: float
+    frame_id: int
+    device_name: str
+    video: bytes
+    frame_ids: tuple[int, ...]
+    capture_timestamps: tuple[float, ...]
+    fps: float
+    codec: str
+    width: int
+    height: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.frame_ids)
+
+    def to_wire(self) -> bytes:
+        return _pack(
+            {
+                "data_type": VIDEO_DATA_TYPE,
+                "sensor_name": self.sensor_name,
+                "capture_timestamp": self.capture_timestamp,
+                "creation_timestamp": self.creation_timestamp,
+                "frame_id": self.frame_id,
+                "device_name": self.device_name,
+                "video": self.video,
+                "detection_results": None,
+                "frame_ids": list(self.frame_ids),
+                "capture_timestamps": list(self.capture_timestamps),
+                "fps": self.fps,
+                "codec": self.codec,
+                "width": self.width,
+                "height": self.height,
+                "frame_count": self.frame_count,
+                **dict(self.extra),
+            }
+        )
+
+
+def _pack(fields: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
+    return packed
+
+
+def _unpack_map(payload: bytes, expected_type: str) -> dict[str, Any]:
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage("oversized", f"{len(payload)} bytes is over the {MAX_MESSAGE_BYTES} limit")
+    try:
+        fields = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage input
+        raise MalformedMessage("not_msgpack", f"cannot unpack MessagePack ({type(exc).__name__})") from exc
+    if not isinstance(fields, dict):
+        raise MalformedMessage("not_a_map", f"expected a map, got {type(fields).__name__}")
+    data_type = fields.get("data_type")
+    if data_type != expected_type:
+        raise MalformedMessage("wrong_data_type", f"data_type is {data_type!r}, expected {expected_type!r}")
+    return fields
+
+
+def _field(fields: Mapping[str, Any], name: str, kinds: type | tuple[type, ...]) -> Any:
+    if name not in fields or fields[name] is None:
+        raise MalformedMessage("missing_field", f"field {name!r} is missing")
+    value = fields[name]
+    # bool is an int subclass: a True frame_id is nonsense, so reject it explicitly.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _as_tuple(kinds)):
+        raise MalformedMessage("bad_field", f"field {name!r} has type {type(value).__name__}")
+    return value
+
+
+def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _timestamp(fields: Mapping[str, Any], name: str) -> float:
+    value = float(_field(fields, name, (int, float)))
+    if not math.isfinite(value) or value < 0:
+        raise MalformedMessage("bad_field", f"field {name!r} is not a valid epoch time: {value}")
+    return value
+
+
+def _sensor_name(fields: Mapping[str, Any]) -> str:
+    return str(_field(fields, "sensor_name", str))
+
+
+def decode_frame(payload: bytes) -> FrameMessage:
+    """Parse a frame topic message; raise :class:`MalformedMessage` when it is unusable."""
+    fields = _unpack_map(payload, IMAGE_DATA_TYPE)
+    image = bytes(_field(fields, "image", (bytes, bytearray)))
+    raw_size = _field(fields, "size", (list, tuple))
+    if len(raw_size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw_size):
+        raise MalformedMessage("bad_field", f"field 'size' must be [height, width, channels], got {raw_size!r}")
+    size = (int(raw_size[0]), int(raw_size[1]), int(raw_size[2]))
+    is_encoded = bool(fields.get("is_encoded", True))
+    if not is_encoded and len(image) != size[0] * size[1] * size[2]:
+        raise MalformedMessage("bad_field", f"raw image holds {len(image)} bytes, size {list(size)} needs more")
+    device = fields.get("device_name")
+    return FrameMessage(
+        sensor_name=_sensor_name(fields),
+        capture_timestamp=_timestamp(fields, "capture_timestamp"),
+        creation_timestamp=float(fields.get("creation_timestamp") or 0.0),
+        frame_id=int(_field(fields, "frame_id", int)),
+        device_name=device if isinstance(device, str) else "",
+        image=image,
+        size=size,
+        is_encoded=is_encoded,
+    )
+
+
+_SEGMENT_KNOWN_FIELDS = frozenset(
+    (
+        "data_type", "sensor_name", "capture_timestamp", "creation_timestamp", "frame_id", "device_name", "video",
+        "detection_results", "frame_ids", "capture_timestamps", "fps", "codec", "width", "height", "frame_count",
+    )
+)  # fmt: skip
+
+
+def decode_segment(payload: bytes) -> SegmentMessage:
+    """Parse a segment topic message; raise :class:`MalformedMessage` when it is unusable."""
+    fields = _unpack_map(payload, VIDEO_DATA_TYPE)
+    frame_ids = _field(fields, "frame_ids", (list, tuple))
+    timestamps = _field(fields, "capture_timestamps", (list, tuple))
+    if len(frame_ids) != len(timestamps) or not frame_ids:
+        raise MalformedMessage(
+            "bad_field", f"frame_ids ({len(frame_ids)}) and capture_timestamps ({len(timestamps)}) differ or are empty"
+        )
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in frame_ids):
+        raise MalformedMessage("bad_field", "frame_ids must all be integers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in timestamps):
+        raise MalformedMessage("bad_field", "capture_timestamps must all be numbers")
+    device = fields.get("device_name")
+    codec = fields.get("codec")
+    return SegmentMessage(
+        sensor_name=_sensor_name(fields),
+        capture_timestamp=_timestamp(fields, "capture_timestamp"),
+        creation_timestamp=float(fields.get("creation_timestamp") or 0.0),
+        frame_id=int(_field(fields, "frame_id", int)),
+        device_name=device if isinstance(device, str) else "",
+        video=bytes(_field(fields, "video", (bytes, bytearray))),
+        frame_ids=tuple(int(v) for v in frame_ids),
+        capture_timestamps=tuple(float(v) for v in timestamps),
+        fps=float(fields.get("fps") or 0.0),
+        codec=codec if isinstance(codec, str) else "unknown",
+        width=int(fields.get("width") or 0),
+        height=int(fields.get("height") or 0),
+        extra={k: v for k, v in fields.items() if k not in _SEGMENT_KNOWN_FIELDS},
+    )

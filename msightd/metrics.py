@@ -1,0 +1,141 @@
+"""Prometheus metrics of one node, and the sliding-window frame rate.
+
+Each node owns a :class:`NodeMetrics` built on a registry it is given (no module-level metric objects).
+Under the daemon, children run with ``PROMETHEUS_MULTIPROC_DIR`` set, so values land in per-process files
+that the daemon aggregates on ``/metrics``; counters of a node that died keep counting in the sum, and
+its live gauges are removed when the supervisor marks the process dead.
+
+Labels are only ``node``, ``sensor``, ``topic`` and a bounded ``reason``. Sensor names come from
+messages, so :class:`BoundedLabels` caps how many distinct ones get their own series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from msightd import __version__
+
+NAMESPACE = "msightd"
+#: Distinct sensors with their own series per node; further ones are counted under ``other``.
+MAX_SENSOR_LABELS = 64
+RATE_WINDOW_S = 10.0
+
+_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_BYTES_BUCKETS = tuple(float(2**p) for p in range(14, 30, 2))  # 16 KiB .. 512 MiB
+
+
+class BoundedLabels:
+    """Maps free-form label values onto at most ``limit`` distinct values plus ``other``."""
+
+    def __init__(self, limit: int = MAX_SENSOR_LABELS) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        value = value[:64] or "unnamed"
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return "other"
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds. Not thread-safe; one owner."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._stamps: deque[float] = deque()
+        self._started = time.monotonic()
+
+    def mark(self, now: float | None = None) -> None:
+        self._stamps.append(time.monotonic() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self._stamps and self._stamps[0] < now - self._window_s:
+            self._stamps.popleft()
+        span = min(self._window_s, max(now - self._started, 1e-9))
+        return len(self._stamps) / span
+
+
+class NodeMetrics:
+    """Every metric a node may update. Thread-safe (prometheus_client metrics are)."""
+
+    def __init__(self, node: str, registry: CollectorRegistry | None = None) -> None:
+        self.node = node
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.sensor = BoundedLabels()
+        self._rates: dict[str, RateMeter] = {}
+
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, ("node", *labels), namespace=NAMESPACE, registry=self.registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, ("node",), namespace=NAMESPACE, registry=self.registry, buckets=buckets)
+
+        self.frames_read = counter("frames_read", "Frames read from a camera or file.", ("sensor",))
+        self.frames_published = counter("frames_published", "Frames published to a topic.", ("sensor", "topic"))
+        self.frames_received = counter("frames_received", "Frames received from a topic.", ("sensor", "topic"))
+        self.frames_dropped = counter("frames_dropped", "Frames dropped, by reason.", ("sensor", "reason"))
+        self.frame_rate = Gauge(
+            "frame_rate_hertz",
+            f"Frames per second over the last {RATE_WINDOW_S:g} s.",
+            ("node", "sensor"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.segments_encoded = counter("segments_encoded", "Video segments encoded.", ("sensor",))
+        self.segments_published = counter("segments_published", "Video segments published.", ("sensor", "topic"))
+        self.segments_written = counter("segments_written", "Video segments written to disk.", ("sensor",))
+        self.bytes_written = counter("written_bytes", "Bytes written to disk (MP4 and JSON).", ("sensor",))
+        self.encode_duration = histogram(
+            "segment_encode_duration_seconds", "Wall time to encode one segment.", _SECONDS_BUCKETS
+        )
+        self.segment_size = histogram("segment_size_bytes", "Size of encoded segments.", _BYTES_BUCKETS)
+        self.capture_to_disk = histogram(
+            "capture_to_disk_latency_seconds",
+            "From a segment's last frame capture to its files being durable on disk.",
+            _SECONDS_BUCKETS,
+        )
+        self.rtsp_reconnects = counter("rtsp_reconnects", "Camera (re)connection attempts after a loss.", ("sensor",))
+        self.source_gaps = counter("source_gaps", "Camera outages (no frames) that ended.", ("sensor",))
+        self.source_gap_seconds = counter("source_gap_seconds", "Seconds without frames from a camera.", ("sensor",))
+        self.malformed_messages = counter("malformed_messages", "Unusable messages received.", ("topic", "reason"))
+        self.publish_errors = counter("bus_publish_errors", "Failed publishes to the broker.", ("topic",))
+        self.write_errors = counter("write_errors", "Failed attempts to write a segment to disk.", ("sensor",))
+        self.pending_segments = Gauge(
+            "pending_segments",
+            "Segments accepted but not yet durable (encoding or awaiting a write retry).",
+            ("node",),
+            namespace=NAMESPACE,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        build = Gauge(
+            "build_info",
+            "msightd version running this node.",
+            ("node", "version"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        build.labels(node, __version__).set(1)
+
+    def mark_frame(self, sensor_label: str) -> None:
+        """Count one frame in the sliding-window rate of ``sensor_label`` (an already bounded label)."""
+        meter = self._rates.setdefault(sensor_label, RateMeter())
+        meter.mark()
+        self.frame_rate.labels(self.node, sensor_label).set(meter.rate())
+
+    def refresh_rates(self) -> dict[str, float]:
+        """Recompute every rate (so it decays to 0 when frames stop); returns them for summary logs."""
+        rates = {sensor: meter.rate() for sensor, meter in self._rates.items()}
+        for sensor, rate in rates.items():
+            self.frame_rate.labels(self.node, sensor).set(rate)
+        return rates

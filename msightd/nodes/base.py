@@ -1,0 +1,96 @@
+"""What every node is given by the process that hosts it, and the little they share.
+
+A node is constructed from its config dataclass and a :class:`NodeRuntime`, then :meth:`run` blocks
+until ``runtime.stop`` is set or the node cannot go on, and returns a process exit code. Nodes never
+read the environment, parse flags or install signal handlers: the host does (the launch commands and
+the daemon's child entry point run the same host code).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+import structlog
+
+from msightd.bus import Bus
+from msightd.messages import MalformedMessage
+from msightd.metrics import NodeMetrics
+
+#: Exit codes shared by all nodes: 0 done, 1 failure worth a restart, 2 bad configuration (no restart helps).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+class ConfigError(ValueError):
+    """A node option is invalid; the message names the option and what is allowed."""
+
+
+@dataclass
+class NodeRuntime:
+    """The host's services for one node. ``frame_log_level`` is the level of per-frame lines (INFO in the
+    launch commands, as MSight; DEBUG under the daemon, with an INFO summary every ``summary_interval_s``)."""
+
+    bus: Bus
+    log: structlog.typing.FilteringBoundLogger
+    metrics: NodeMetrics
+    device_name: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    frame_log_level: int = logging.INFO
+    summary_interval_s: float = 0.0
+
+
+class Node(Protocol):
+    kind: ClassVar[str]
+
+    def run(self) -> int: ...
+
+
+class PeriodicSummary:
+    """Logs a ``node_summary`` line with frame rates at most every ``interval_s`` (0 disables it)."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._runtime = runtime
+        self._next = time.monotonic() + runtime.summary_interval_s
+
+    def maybe_log(self, **fields: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        rates = {k: round(v, 2) for k, v in self._runtime.metrics.refresh_rates().items()}
+        if self._runtime.summary_interval_s > 0:
+            self._runtime.log.info("node_summary", frame_rate_hertz=rates, **fields)
+        self._next = now + max(self._runtime.summary_interval_s, 1.0)
+
+
+class MalformedMessageReporter:
+    """Counts every unusable message; logs the first of each (topic, reason) and then at most one
+    line per ``interval_s`` with how many were suppressed, so a flood cannot flood the journal."""
+
+    def __init__(self, runtime: NodeRuntime, interval_s: float = 10.0) -> None:
+        self._runtime = runtime
+        self._interval_s = interval_s
+        self._next_log: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def report(self, topic: str, error: MalformedMessage) -> None:
+        metrics = self._runtime.metrics
+        metrics.malformed_messages.labels(metrics.node, topic, error.reason).inc()
+        key = (topic, error.reason)
+        now = time.monotonic()
+        if now < self._next_log.get(key, 0.0):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._next_log[key] = now + self._interval_s
+        self._runtime.log.warning(
+            "malformed_message",
+            topic=topic,
+            reason=error.reason,
+            detail=error.detail,
+            suppressed_since_last=self._suppressed.pop(key, 0),
+            msg=f"ignored an unusable message on {topic!r} ({error.detail}); is another program publishing there?",
+        )

@@ -1,0 +1,146 @@
+"""Host one node in this process: logging, signals, metrics, bus, then ``node.run()``.
+
+Both the ``msight_launch_*`` commands and the daemon's children end here, so a node behaves the same
+ad hoc and supervised. Under the daemon (``MSIGHTD_PARENT_PID`` set) the process also dies with its
+parent: the kernel sends SIGTERM when the daemon dies (``PR_SET_PDEATHSIG``), and a watcher thread
+catches the case where the daemon died before that was armed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from msightd.bus.connection import resolve_redis_settings
+from msightd.bus.factory import open_bus
+from msightd.identity import device_name
+from msightd.logs import configure_logging, get_logger
+from msightd.metrics import NodeMetrics
+from msightd.nodes import NODE_KINDS
+from msightd.nodes.base import EXIT_CONFIG, ConfigError, NodeRuntime
+
+PARENT_PID_ENV = "MSIGHTD_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """How the hosting process runs a node (not part of the node's own config)."""
+
+    redis_url: str | None = None
+    transport: str = "pubsub"
+    log_level: str = "info"
+    log_format: str = "auto"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    frame_log_level: int = logging.INFO
+    summary_interval_s: float = 0.0
+
+
+def _die_with_parent(stop: threading.Event) -> None:
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the watcher below still covers it, within a second
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != int(expected):
+                stop.set()
+                return
+
+    if os.getppid() != int(expected):
+        stop.set()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_node(kind: str, options: Any, host: HostOptions) -> int:
+    """Run one node until SIGTERM/SIGINT or until it cannot go on; return the exit code."""
+    device = device_name()
+    configure_logging(host.log_level, host.log_format, device=device, node=options.name)
+    log = get_logger()
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    _die_with_parent(stop)
+
+    metrics = NodeMetrics(options.name)
+    if host.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(host.metrics_port, addr=host.metrics_host, registry=metrics.registry)
+        except OSError as exc:
+            log.error(
+                "metrics_port_unavailable",
+                port=host.metrics_port,
+                error=str(exc),
+                msg=f"cannot serve metrics on port {host.metrics_port}: {exc.strerror}; pick a free --metrics-port",
+            )
+            return EXIT_CONFIG
+    settings = resolve_redis_settings(host.redis_url)
+    bus = open_bus(settings, host.transport, log)
+    _check_broker(settings, log)
+    runtime = NodeRuntime(
+        bus=bus,
+        log=log,
+        metrics=metrics,
+        device_name=device,
+        stop=stop,
+        frame_log_level=host.frame_log_level,
+        summary_interval_s=host.summary_interval_s,
+    )
+    try:
+        node = NODE_KINDS[kind].node_class(options, runtime)
+    except ConfigError as exc:
+        log.error("invalid_config", msg=str(exc))
+        return EXIT_CONFIG
+    log.info("node_started", kind=kind, pid=os.getpid(), broker=settings.describe(), transport=host.transport)
+    try:
+        code: int = node.run()
+    finally:
+        bus.close()
+    log.info("node_exited", code=code)
+    sys.stdout.flush()
+    return code
+
+
+def _check_broker(settings: Any, log: Any) -> None:
+    """Say clearly, once, when the broker is not there; the node still starts and keeps retrying."""
+    client = settings.client(socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        log.error(
+            "broker_auth_failed",
+            broker=settings.describe(),
+            error=str(exc),
+            msg="Redis refused the credentials; check the username/password in the URL or MSIGHT_ variables",
+        )
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        log.error(
+            "broker_unreachable",
+            broker=settings.describe(),
+            error=str(exc),
+            msg=f"cannot reach Redis at {settings.describe()}: start redis-server or pass --redis-url / "
+            "MSIGHT_REDIS_URL; retrying in the background",
+        )
+    finally:
+        client.close()

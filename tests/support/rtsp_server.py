@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+"""Loopback RTSP server for msightd tests and benchmarks (no Docker needed).
+
+Run it with the *system* Python (``/usr/bin/python3``): it needs PyGObject and
+the GStreamer RTSP server typelib, which the project venvs do not have.  Debian
+packages::
+
+    python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+
+Sources
+-------
+``--source testsrc`` (default)
+    ``videotestsrc is-live=true pattern=ball`` + ``timeoverlay`` at
+    ``--width/--height/--fps``, encoded by ``x264enc tune=zerolatency
+    speed-preset=ultrafast key-int-max=<fps>`` (one IDR per second), so a
+    client can join at any time and every frame differs from the previous one.
+    Measured: ~5-7 % of one CPU core at 640x480@10 fps.
+
+``--source file --file clip.mp4``
+    An H.264 MP4 streamed forever in a loop *without re-encoding*.  The
+    access units are demuxed once into memory (``qtdemux ! h264parse`` to
+    byte-stream/AU with SPS/PPS in front of every IDR) and then pushed by an
+    ``appsrc is-live=true`` with timestamps shifted by ``loop * clip_duration``,
+    so PTS/DTS (and hence RTP timestamps) keep increasing across loop
+    boundaries; ``clocksync`` paces the stream at the clip's native rate.
+    Measured with the 1280x960@10 fps ``mcity_gs_main_stadium1.mp4`` (5.3 MB):
+    ~1 % of one CPU core while a client reads.  Why not the alternatives:
+    seeking ``filesrc ! qtdemux`` back to 0 on EOS restarts the RTP
+    timestamps (ffmpeg/OpenCV clients stall or mis-time frames), and
+    decoding + re-encoding with x264 costs ~10x more CPU for no benefit.
+    The clip must be H.264 and is held in memory, so keep it short (tens of MB);
+    its GOP structure is kept, so a late client waits for the clip's next IDR.
+
+The media factory is shared: every client of one server reads the same stream
+(a single pipeline runs while at least one client is connected; it restarts
+from the clip's start / a fresh encoder once all clients have gone).
+
+Protocol with the parent (see ``tests/support/rtsp.py``): exactly one line
+``READY <port>`` on stdout once the server socket is bound and listening
+(``--port 0`` lets the OS choose; the real port is reported).  Diagnostics go to
+stderr.  SIGTERM/SIGINT stop the server with exit status 0.  Exit status 2 with
+a one-line stderr message means GStreamer bits are missing (``--check`` performs
+only that check); exit status 1 means a runtime error (bad file, port in use...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+APT_PACKAGES = (
+    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
+    "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly"
+)
+# element -> Debian package providing it; checked up front so that a missing
+# plugin gives a clear message instead of an opaque pipeline failure per client.
+REQUIRED_ELEMENTS = {
+    "videotestsrc": "gstreamer1.0-plugins-base",
+    "timeoverlay": "gstreamer1.0-plugins-base",
+    "videoconvert": "gstreamer1.0-plugins-base",
+    "appsrc": "gstreamer1.0-plugins-base",
+    "appsink": "gstreamer1.0-plugins-base",
+    "clocksync": "gstreamer1.0 (core)",
+    "x264enc": "gstreamer1.0-plugins-ugly",
+    "h264parse": "gstreamer1.0-plugins-bad",
+    "qtdemux": "gstreamer1.0-plugins-good",
+    "rtph264pay": "gstreamer1.0-plugins-good",
+}
+EXIT_MISSING_DEPS = 2
+EXIT_RUNTIME_ERROR = 1
+_WHOLE_BUFFER = 2**64 - 1  # gsize -1: copy_region up to the end
+
+
+def _fail(message: str, status: int) -> None:
+    print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def _load_gstreamer() -> tuple[Any, Any, Any]:
+    """Import GLib/Gst/GstRtspServer or exit 2 naming the apt packages to install."""
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        gi.require_version("GstRtspServer", "1.0")
+        from gi.repository import GLib, Gst, GstRtspServer
+    except (ImportError, ValueError) as exc:
+        _fail(
+            f"GStreamer RTSP server not available to {sys.executable} ({exc}); "
+            f"install: apt-get install {APT_PACKAGES}",
+            EXIT_MISSING_DEPS,
+        )
+    Gst.init(None)
+    missing = sorted(
+        f"{name} ({pkg})" for name, pkg in REQUIRED_ELEMENTS.items() if Gst.ElementFactory.find(name) is None
+    )
+    if missing:
+        _fail(
+            f"missing GStreamer elements: {', '.join(missing)}; install: apt-get install {APT_PACKAGES}",
+            EXIT_MISSING_DEPS,
+        )
+    return GLib, Gst, GstRtspServer
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8554, help="0 = let the OS pick (reported in READY)")
+    p.add_argument("--mount", default="/live.stream")
+    p.add_argument("--source", choices=("testsrc", "file"), default="testsrc")
+    p.add_argument("--file", help="H.264 MP4 for --source file")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--fps", type=int, default=10)
+    p.add_argument("--pattern", default="ball", help="videotestsrc pattern (testsrc only)")
+    p.add_argument("--check", action="store_true", help="only check that GStreamer is usable, exit 0/2")
+    args = p.parse_args(argv)
+    if not args.mount.startswith("/"):
+        p.error("--mount must start with '/'")
+    if args.source == "file" and not args.file:
+        p.error("--source file requires --file PATH")
+    if min(args.width, args.height, args.fps) <= 0:
+        p.error("--width/--height/--fps must be positive")
+    return args
+
+
+def _testsrc_launch(args: argparse.Namespace) -> str:
+    return (
+        f"( videotestsrc is-live=true pattern={args.pattern} "
+        f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
+        "! timeoverlay halignment=left valignment=top font-desc=\"Sans 24\" "
+        "! videoconvert ! video/x-raw,format=I420 "
+        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} sliced-threads=false threads=1 "
+        "! video/x-h264,profile=constrained-baseline "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    )
+
+
+class _Clip:
+    """The whole H.264 clip as byte-stream access units, demuxed once into memory."""
+
+    def __init__(self, Gst: Any, path: str) -> None:
+        pipeline = Gst.parse_launch(
+            "filesrc name=src ! qtdemux ! h264parse config-interval=-1 "
+            "! video/x-h264,stream-format=byte-stream,alignment=au "
+            "! appsink name=sink sync=false"
+        )
+        pipeline.get_by_name("src").set_property("location", path)
+        sink = pipeline.get_by_name("sink")
+        pipeline.set_state(Gst.State.PLAYING)
+        self.buffers: list[Any] = []
+        self.caps: Any = None
+        bus = pipeline.get_bus()
+        try:
+            while True:
+                sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
+                if sample is None:
+                    break
+                self.caps = self.caps or sample.get_caps()
+                self.buffers.append(sample.get_buffer())
+            msg = bus.pop_filtered(Gst.MessageType.ERROR)
+            if msg is not None:
+                err, _dbg = msg.parse_error()
+                raise RuntimeError(f"cannot read {path} as an H.264 MP4: {err.message}")
+        finally:
+            pipeline.set_state(Gst.State.NULL)
+        if not self.buffers:
+            raise RuntimeError(f"no H.264 video found in {path}")
+        ts = [b.dts if b.dts != Gst.CLOCK_TIME_NONE else b.pts for b in self.buffers]
+        ends = [
+            b.pts + (b.duration if b.duration != Gst.CLOCK_TIME_NONE else 0)
+            for b in self.buffers
+            if b.pts != Gst.CLOCK_TIME_NONE
+        ]
+        if Gst.CLOCK_TIME_NONE in ts or not ends:
+            raise RuntimeError(f"{path}: H.264 samples without timestamps")
+        self.first_ts: int = min(ts)
+        # Loop period: from the earliest decode time to the end of the last frame,
+        # so that frame spacing across the loop seam equals the clip's frame duration.
+        self.duration: int = max(ends) - min(b.pts for b in self.buffers if b.pts != Gst.CLOCK_TIME_NONE)
+        if self.duration <= 0:
+            raise RuntimeError(f"{path}: clip has zero duration")
+
+
+class _LoopFeeder:
+    """Feeds one media's appsrc with the clip, looping with ever-increasing timestamps.
+
+    One feeder per media pipeline (a new one each time the shared media is
+    re-created), so its state is never shared between pipelines.
+    """
+
+    def __init__(self, Gst: Any, clip: _Clip) -> None:
+        self._Gst = Gst
+        self._clip = clip
+        self._index = 0
+        self._pushed = 0
+        self._offset: int | None = None  # running time of clip timestamp `first_ts`, loop 0
+
+    def on_need_data(self, appsrc: Any, _length: int) -> None:
+        Gst = self._Gst
+        clip = self._clip
+        if self._offset is None:
+            clock = appsrc.get_clock()
+            now = clock.get_time() - appsrc.get_base_time() if clock is not None else 0
+            self._offset = now - clip.first_ts
+        src = clip.buffers[self._index]
+        flags = Gst.BufferCopyFlags
+        # copy_region shares the memory (no data copy); Gst.Buffer.copy() in PyGI only adds a ref.
+        buf = src.copy_region(flags.FLAGS | flags.TIMESTAMPS | flags.META | flags.MEMORY, 0, _WHOLE_BUFFER)
+        if src.pts != Gst.CLOCK_TIME_NONE:
+            buf.pts = src.pts + self._offset
+        if src.dts != Gst.CLOCK_TIME_NONE:
+            buf.dts = src.dts + self._offset
+        if self._pushed:  # only the very first buffer may be DISCONT; the loop seam is seamless
+            buf.unset_flags(Gst.BufferFlags.DISCONT)
+        self._pushed += 1
+        appsrc.emit("push-buffer", buf)
+        self._index += 1
+        if self._index == len(clip.buffers):
+            self._index = 0
+            self._offset += clip.duration
+
+
+def _file_factory(GstRtspServer: Any, Gst: Any, clip: _Clip) -> Any:
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        "( appsrc name=src is-live=true format=time min-latency=0 "
+        "! clocksync ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    )
+
+    def on_media_configure(_factory: Any, media: Any) -> None:
+        appsrc = media.get_element().get_by_name("src")
+        appsrc.set_property("caps", clip.caps)
+        feeder = _LoopFeeder(Gst, clip)
+        appsrc.connect("need-data", feeder.on_need_data)
+
+    factory.connect("media-configure", on_media_configure)
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    GLib, Gst, GstRtspServer = _load_gstreamer()
+    if args.check:
+        return 0
+
+    if args.source == "file":
+        try:
+            clip = _Clip(Gst, args.file)
+        except RuntimeError as exc:
+            _fail(str(exc), EXIT_RUNTIME_ERROR)
+        factory = _file_factory(GstRtspServer, Gst, clip)
+    else:
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(_testsrc_launch(args))
+    factory.set_shared(True)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address(args.host)
+    server.set_service(str(args.port))
+    # With the default single worker thread, a client that connects early (while
+    # the first media is still prerolling) can stall every other client ~40 s.
+    server.get_thread_pool().set_max_threads(4)
+    server.get_mount_points().add_factory(args.mount, factory)
+
+    loop = GLib.MainLoop()
+    try:
+        source_id = server.attach(None)
+    except GLib.Error as exc:
+        _fail(f"cannot listen on {args.host}:{args.port}: {exc.message}", EXIT_RUNTIME_ERROR)
+    if not source_id:
+        _fail(f"cannot listen on {args.host}:{args.port}", EXIT_RUNTIME_ERROR)
+
+    def on_signal(*_: Any) -> bool:
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, on_signal)
+
+    print(f"READY {server.get_bound_port()}", flush=True)
+    loop.run()
+    GLib.source_remove(source_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
