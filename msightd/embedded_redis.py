@@ -1,0 +1,127 @@
+"""A private ``redis-server`` child: the daemon's default broker, and the test suite's.
+
+The daemon starts it on a unix socket in its runtime directory (no TCP port, nothing persisted), so a
+field box needs no Redis set up by hand. Pub/sub output buffers are raised: a subscriber briefly
+behind on large frames would otherwise be disconnected silently by Redis's default limits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+MISSING_REDIS_HINT = (
+    "redis-server is not installed; msightd needs it for its embedded broker "
+    "(Debian/Ubuntu: apt install redis-server), or set [redis] url in the config to use an existing Redis"
+)
+
+
+class RedisServerError(RuntimeError):
+    pass
+
+
+class RedisServerProcess:
+    """Owns one redis-server process. Give ``unix_socket`` (daemon) or ``port`` (tests), not both."""
+
+    def __init__(
+        self,
+        unix_socket: Path | None = None,
+        port: int | None = None,
+        executable: str | None = None,
+        log_file: Path | None = None,
+    ) -> None:
+        if (unix_socket is None) == (port is None):
+            raise ValueError("give exactly one of unix_socket and port")
+        self.unix_socket = unix_socket
+        self.port = port
+        self._executable = executable or shutil.which("redis-server") or ""
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix://{self.unix_socket}?db=0"
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _arguments(self) -> list[str]:
+        args = [
+            self._executable,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--client-output-buffer-limit",
+            "pubsub 512mb 256mb 60",
+            "--protected-mode",
+            "yes",
+        ]
+        if self.unix_socket is not None:
+            args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+            args += ["--dir", str(self.unix_socket.parent)]
+        else:
+            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--logfile", str(self._log_file) if self._log_file else ""]
+        return args
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        if not self._executable or not os.access(self._executable, os.X_OK):
+            raise RedisServerError(MISSING_REDIS_HINT)
+        if self.unix_socket is not None:
+            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+            self.unix_socket.unlink(missing_ok=True)
+        self._process = subprocess.Popen(
+            self._arguments(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                    raise RedisServerError(f"redis-server exited at start (code {self._process.returncode}): {stderr}")
+                try:
+                    client.ping()
+                    return
+                except (redis.ConnectionError, OSError):
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise RedisServerError(f"redis-server did not answer on {self.url} within {timeout_s:g} s")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop it (SIGTERM, then SIGKILL) and remove its socket."""
+        process = self._process
+        self._process = None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process is not None and process.stderr:
+            process.stderr.close()
+        if self.unix_socket is not None:
+            self.unix_socket.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests of broker outages)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None

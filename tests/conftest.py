@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from msightd.sample import write_sample_video
+from tests.support.processes import Proc
+from tests.support.redis import RedisEndpoint, redis_for_test
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisEndpoint]:
+    """A private Redis for one test (container if Docker answers, else a local redis-server)."""
+    with redis_for_test() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 640x480, 10 fps, 60-frame H.264 clip made on the spot (tests never need ../shared)."""
+    return write_sample_video(tmp_path_factory.mktemp("media") / "sample.mp4", frame_count=60)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Proc]]:
+    """Register started processes here; whatever is still running at the end is killed."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()

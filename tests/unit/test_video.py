@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msightd.sample import sample_frame
+from msightd.video import EncoderSettings, encode_segment, probe_video
+
+
+@pytest.mark.parametrize(("codec", "decoded_name"), [("h264", "h264"), ("hevc", "hevc"), ("mp4v", "mpeg4")])
+def test_segment_decodes_back_to_the_same_frames(codec: str, decoded_name: str) -> None:
+    frames = [sample_frame(i, 320, 240) for i in range(12)]
+    video = encode_segment(frames, EncoderSettings(codec=codec, fps=10))
+    info = probe_video(video.data, keep_frames=True)
+    assert (info.frame_count, info.width, info.height, info.codec, info.pix_fmt) == (12, 320, 240, decoded_name, "yuv420p")
+    assert info.fps == pytest.approx(10.0)
+    assert info.frames is not None
+    # lossy, but recognisably the same pictures in the same order
+    errors = [float(np.abs(a.astype(int) - b.astype(int)).mean()) for a, b in zip(frames, info.frames, strict=True)]
+    assert max(errors) < 12
+    assert np.abs(info.frames[0].astype(int) - frames[5].astype(int)).mean() > max(errors)
+
+
+def test_odd_dimensions_are_cropped_to_even() -> None:
+    frames = [sample_frame(i, 321, 241) for i in range(3)]
+    video = encode_segment(frames, EncoderSettings(fps=7.5))
+    info = probe_video(video.data)
+    assert video.cropped and (info.width, info.height) == (320, 240)
+    assert info.fps == pytest.approx(7.5)
