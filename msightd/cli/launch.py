@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from msightd import __version__
-from msightd.config import ConfigFileError, build_options
+from msightd.config import ConfigFileError, build_options, option_names
 from msightd.logs import LOG_FORMATS, LOG_LEVELS
 from msightd.nodes import NODE_KINDS
 from msightd.nodes.host import HostOptions, run_node
@@ -124,16 +125,15 @@ def _launch(kind: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
     try:
         options = build_options(config_class, node_options, "invalid option")
     except ConfigFileError as exc:
-        _fail(parser.prog, [_as_flags(p) for p in exc.problems])
+        _fail(parser.prog, [_as_flags(p, option_names(config_class)) for p in exc.problems])
     sys.exit(run_node(kind, options, host))
 
 
-def _as_flags(problem: str) -> str:
+def _as_flags(problem: str, field_names: Sequence[str]) -> str:
     """Config messages speak of keys (``buffer_size``); on the command line they are flags."""
-    for word in problem.split():
-        if word.startswith("'") and word.rstrip(",:").endswith("'") and "_" in word:
-            key = word.strip("',:")
-            problem = problem.replace(f"'{key}'", "--" + key.removesuffix("_s").replace("_", "-"))
+    for name in field_names:
+        flag = "--" + name.removesuffix("_s").replace("_", "-")
+        problem = re.sub(rf"'?\b{name}\b'?", flag, problem)
     return problem.replace("invalid option: key ", "").replace("invalid option: ", "")
 
 

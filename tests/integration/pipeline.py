@@ -1,0 +1,35 @@
+"""Helpers shared by the pipeline integration tests: start the three launch commands, read results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.support.processes import Proc, command
+
+
+def launch(processes: list[Proc], tmp_path: Path, name: str, args: list[str], redis_url: str) -> Proc:
+    proc = Proc(
+        [command(args[0]), *args[1:], "--log-format", "json"],
+        tmp_path / f"{name}.log",
+        env={"MSIGHT_REDIS_URL": redis_url, "MSIGHT_EDGE_DEVICE_NAME": "test-edge"},
+        cwd=tmp_path,
+    )
+    processes.append(proc)
+    return proc
+
+
+def segments_on_disk(save_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(mp4 path, parsed JSON) for every complete segment, in capture order."""
+    if not save_dir.exists():
+        return []
+    found = []
+    for metadata_path in sorted(save_dir.glob("*.json")):
+        video_path = metadata_path.with_suffix(".mp4")
+        found.append((video_path, json.loads(metadata_path.read_text())))
+    return sorted(found, key=lambda item: item[1]["first_capture_timestamp"])
+
+
+def wait_subscribed(proc: Proc, event: str) -> bool:
+    return bool(proc.has_event(event))
