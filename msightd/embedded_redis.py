@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from msightd.pdeathsig import die_with_parent
+
 MISSING_REDIS_HINT = (
     "redis-server is not installed; msightd needs it for its embedded broker "
     "(Debian/Ubuntu: apt install redis-server), or set [redis] url in the config to use an existing Redis"
@@ -81,7 +83,11 @@ class RedisServerProcess:
             self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
             self.unix_socket.unlink(missing_ok=True)
         self._process = subprocess.Popen(
-            self._arguments(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self._arguments(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,  # never outlive the daemon, even after kill -9
         )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)

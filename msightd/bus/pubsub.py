@@ -17,7 +17,7 @@ from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable, Delivery
 from msightd.bus.connection import RedisSettings
 
-_CLIENT_OPTIONS = {"socket_connect_timeout": 5.0, "socket_keepalive": True, "health_check_interval": 10}
+_CLIENT_OPTIONS = {"socket_connect_timeout": 5.0, "health_check_interval": 10}
 
 
 class RedisPubSubBus:

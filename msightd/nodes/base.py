@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import structlog
 
-from msightd.bus import Bus
+from msightd.bus import Bus, Delivery, Subscription
 from msightd.messages import MalformedMessage
 from msightd.metrics import NodeMetrics
 
@@ -42,6 +43,8 @@ class NodeRuntime:
     stop: threading.Event = field(default_factory=threading.Event)
     frame_log_level: int = logging.INFO
     summary_interval_s: float = 0.0
+    #: Called once the node is doing its job (subscribed / source opened); the daemon waits for it.
+    mark_ready: Callable[[], None] = field(default=lambda: None)
 
 
 class Node(Protocol):
@@ -94,3 +97,19 @@ class MalformedMessageReporter:
             suppressed_since_last=self._suppressed.pop(key, 0),
             msg=f"ignored an unusable message on {topic!r} ({error.detail}); is another program publishing there?",
         )
+
+
+def drain(
+    subscription: Subscription, handle: Callable[[Delivery], None], quiet_s: float = 0.5, limit_s: float = 10.0
+) -> int:
+    """After a stop request, handle what is already in flight (until ``quiet_s`` passes with nothing new),
+    so a message accepted upstream just before shutdown is not lost. Returns how many were handled."""
+    deadline = time.monotonic() + limit_s
+    handled = 0
+    while time.monotonic() < deadline:
+        delivery = subscription.receive(timeout_s=quiet_s)
+        if delivery is None:
+            break
+        handle(delivery)
+        handled += 1
+    return handled

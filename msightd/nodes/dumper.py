@@ -30,7 +30,15 @@ from msightd import __version__
 from msightd.backoff import Backoff
 from msightd.bus import Delivery
 from msightd.messages import MalformedMessage, SegmentMessage, decode_segment
-from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, MalformedMessageReporter, NodeRuntime, PeriodicSummary
+from msightd.nodes.base import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    ConfigError,
+    MalformedMessageReporter,
+    NodeRuntime,
+    PeriodicSummary,
+    drain,
+)
 
 MAX_SENSOR_NAME_CHARS = 64
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -247,13 +255,18 @@ class VideoLocalDumperNode:
             return EXIT_CONFIG
         subscription = self._runtime.bus.subscribe([self._config.subscribe_topic])
         log.info("dumper_started", subscribe_topic=self._config.subscribe_topic, save_dir=str(self._writer.save_dir))
+        ready = False
         try:
             while not self._runtime.stop.is_set():
                 delivery = subscription.receive(timeout_s=0.5)
+                if not ready:
+                    self._runtime.mark_ready()
+                    ready = True
                 if delivery is not None:
                     self._accept(delivery)
                 self._write_pending()
                 self._summary.maybe_log(pending_segments=len(self._pending))
+            drain(subscription, self._accept)
         finally:
             subscription.close()
             self._retry_at = 0.0

@@ -8,7 +8,6 @@ catches the case where the daemon died before that was armed.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -26,9 +25,10 @@ from msightd.logs import configure_logging, get_logger
 from msightd.metrics import NodeMetrics
 from msightd.nodes import NODE_KINDS
 from msightd.nodes.base import EXIT_CONFIG, ConfigError, NodeRuntime
+from msightd.pdeathsig import die_with_parent
 
 PARENT_PID_ENV = "MSIGHTD_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
+READY_FILE_ENV = "MSIGHTD_READY_FILE"
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,7 @@ def _die_with_parent(stop: threading.Event) -> None:
     expected = os.environ.get(PARENT_PID_ENV)
     if not expected:
         return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the watcher below still covers it, within a second
+    die_with_parent()  # the daemon also sets it before exec; this covers other hosts
 
     def watch() -> None:
         while not stop.wait(1.0):
@@ -106,6 +102,7 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
         stop=stop,
         frame_log_level=host.frame_log_level,
         summary_interval_s=host.summary_interval_s,
+        mark_ready=_ready_marker(log),
     )
     try:
         node = NODE_KINDS[kind].node_class(options, runtime)
@@ -120,6 +117,19 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
     log.info("node_exited", code=code)
     sys.stdout.flush()
     return code
+
+
+def _ready_marker(log: Any) -> Any:
+    """Under the daemon, readiness is a file the supervisor watches for (``MSIGHTD_READY_FILE``)."""
+    path = os.environ.get(READY_FILE_ENV)
+
+    def mark_ready() -> None:
+        log.info("node_ready")
+        if path:
+            with open(path, "w") as file:
+                file.write(str(os.getpid()))
+
+    return mark_ready
 
 
 def _check_broker(settings: Any, log: Any) -> None:

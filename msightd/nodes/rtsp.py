@@ -120,6 +120,7 @@ class RtspSourceNode:
             capture = self._open_capture()
             if capture.isOpened():
                 self._log.info("source_opened", url=self._redacted_url(), attempt=attempt)
+                self._runtime.mark_ready()
                 return capture
             capture.release()
             delay = backoff.next_delay()

@@ -195,6 +195,10 @@ class _LoopFeeder:
     def __init__(self, Gst: Any, clip: _Clip) -> None:
         self._Gst = Gst
         self._clip = clip
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over from the clip's first access unit (the media was unprepared)."""
         self._index = 0
         self._pushed = 0
         self._offset: int | None = None  # running time of clip timestamp `first_ts`, loop 0
@@ -236,6 +240,9 @@ def _file_factory(GstRtspServer: Any, Gst: Any, clip: _Clip) -> Any:
         appsrc.set_property("caps", clip.caps)
         feeder = _LoopFeeder(Gst, clip)
         appsrc.connect("need-data", feeder.on_need_data)
+        # The media is reusable (see main()): after the last client leaves, the same
+        # pipeline is stopped and later restarted with a new running time.
+        media.connect("unprepared", lambda _media: feeder.reset())
 
     factory.connect("media-configure", on_media_configure)
     return factory
@@ -257,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(_testsrc_launch(args))
     factory.set_shared(True)
+    # Reusable media stay in the factory's cache and are re-prepared for the next
+    # client.  Without this, gst-rtsp-server 1.22 answers "503 Service Unavailable"
+    # to a DESCRIBE that arrives while the previous shared media is being torn down
+    # (reproducible: ~40 % of immediate reconnects after a client's TEARDOWN).
+    factory.connect("media-configure", lambda _factory, media: media.set_reusable(True))
 
     server = GstRtspServer.RTSPServer()
     server.set_address(args.host)
