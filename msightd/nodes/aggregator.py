@@ -37,6 +37,9 @@ from msightd.nodes.base import (
 )
 from msightd.video import CODECS, X264_PRESETS, EncoderSettings, encode_segment
 
+#: How long a stopping aggregator keeps trying to publish its last segments to an absent broker.
+STOP_PUBLISH_PATIENCE_S = 3.0
+
 
 @dataclass(frozen=True)
 class AggregatorConfig:
@@ -247,7 +250,8 @@ class ImageToVideoAggregatorNode:
             width=video.width,
             height=video.height,
         )
-        self._publish(segment, log)
+        if not self._publish(segment):
+            return  # frames stay unacked: a durable transport redelivers them
         for frame in frames:
             frame.ack()
         log.info(
@@ -259,18 +263,19 @@ class ImageToVideoAggregatorNode:
             cropped_to_even=video.cropped,
         )
 
-    def _publish(self, segment: SegmentMessage, log: object) -> None:
-        """Publish, retrying while the broker is away: an encoded segment is never given up silently."""
+    def _publish(self, segment: SegmentMessage) -> bool:
+        """Publish, retrying while the broker is away; False only if it had to give up on exit."""
         topic = self._config.publish_topic
         payload = segment.to_wire()
         backoff = Backoff(0.25, 5.0)
         metrics = self._metrics
         sensor = metrics.sensor(segment.sensor_name)
+        give_up_at: float | None = None
         while True:
             try:
                 self._runtime.bus.publish(topic, payload)
                 metrics.segments_published.labels(metrics.node, sensor, topic).inc()
-                return
+                return True
             except BusUnavailable as exc:
                 metrics.publish_errors.labels(metrics.node, topic).inc()
                 delay = backoff.next_delay()
@@ -282,9 +287,15 @@ class ImageToVideoAggregatorNode:
                     retry_in_s=delay,
                     hint="segment kept in memory; waiting for the broker",
                 )
-                if self._runtime.stop.is_set() and backoff.attempt > 10:
+            if self._runtime.stop.is_set():
+                # Stopping with the broker gone (e.g. the daemon and its embedded Redis died): wait a
+                # little, then give up rather than outlive the pipeline. With the stream transport the
+                # frames stay unacked and are redelivered after the restart, so nothing is lost there.
+                give_up_at = give_up_at or time.monotonic() + STOP_PUBLISH_PATIENCE_S
+                if time.monotonic() >= give_up_at:
                     self._runtime.log.error(
-                        "segment_lost_on_exit", sensor=segment.sensor_name, frames=segment.frame_count
+                        "segment_not_published_on_exit", sensor=segment.sensor_name, frames=segment.frame_count
                     )
-                    return
-                time.sleep(delay)
+                    return False
+                delay = min(delay, 0.5)
+            time.sleep(delay)

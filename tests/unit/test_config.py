@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msightd.config import ConfigFileError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = """
+[[nodes]]
+name = "cam"
+kind = "rtsp"
+url = "rtsp://x/y"
+publish_topic = "frames"
+sensor_name = "c1"
+
+[[nodes]]
+name = "agg"
+kind = "image_to_video_aggregator"
+subscribe_topic = "frames"
+publish_topic = "segments"
+"""
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "msightd.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigFileError) as caught:
+        load(tmp_path, text)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("path", sorted([REPO / "etc" / "msightd.toml", *(REPO / "etc" / "examples").glob("*.toml")]))
+def test_shipped_configs_are_valid(path: Path) -> None:
+    assert load_config(path).nodes
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    config = load(tmp_path, '[defaults]\nrestart = "on-failure"\nfps = 5\n' + BASE + "fps = 7.5\nrestart = 'never'\n")
+    cam, agg = config.nodes  # type: ignore[attr-defined]
+    assert cam.restart.restart == "on-failure" and agg.restart.restart == "never"
+    assert agg.options.fps == 7.5 and agg.options.buffer_size == 100
+    assert config.redis_url is None  # type: ignore[attr-defined]
+
+
+def test_every_error_names_file_node_key_and_what_is_allowed(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE + 'buffer_size = "ten"\nbogus = 1\n')
+    assert any("msightd.toml: node 'agg': key 'buffer_size' must be an integer" in p for p in found)
+    assert any("node 'agg': unknown key 'bogus'; allowed keys:" in p and "overlap_size" in p for p in found)
+
+
+def test_overlap_not_smaller_than_buffer(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE + "buffer_size = 10\noverlap_size = 10\n")
+    assert found == [f"{tmp_path / 'msightd.toml'}: node 'agg': overlap_size must be >= 0 and smaller than "
+                     "buffer_size (10), got 10"]
+
+
+def test_duplicate_names_unknown_kind_missing_keys(tmp_path: Path) -> None:
+    text = BASE.replace('name = "agg"', 'name = "cam"') + '\n[[nodes]]\nname = "x"\nkind = "camera"\n'
+    text += '\n[[nodes]]\nname = "d"\nkind = "video_local_dumper"\nsubscribe_topic = "segments"\n'
+    found = "\n".join(problems(tmp_path, text))
+    assert "node 'cam': duplicate name" in found
+    assert "node 'x': key 'kind' must be one of rtsp, image_to_video_aggregator, video_local_dumper" in found
+    assert "node 'd': missing key 'save_dir'" in found
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    assert "not valid TOML" in problems(tmp_path, "[[nodes]\n")[0]
+    with pytest.raises(ConfigFileError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_restart_policy_and_sections_are_checked(tmp_path: Path) -> None:
+    found = "\n".join(problems(tmp_path, '[redis]\nurl = "localhost"\nport = 1\n[metrics]\nport = "x"\n[extra]\n'
+                               + BASE + 'restart = "sometimes"\n'))
+    assert "[redis] key 'url' must be a redis://" in found
+    assert "[redis] unknown key 'port'" in found
+    assert "[metrics]: key 'port' must be an integer" in found
+    assert "unknown top-level key 'extra'" in found
+    assert "node 'agg': key 'restart' must be one of 'always', 'on-failure', 'never'" in found
+
+
+def test_unpublished_subscription_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE.replace('subscribe_topic = "frames"', 'subscribe_topic = "nobody"'))
+    assert any("'nobody' is published by no node" in w for w in config.warnings)  # type: ignore[attr-defined]
