@@ -123,7 +123,7 @@ class NodeMetrics:
             ("node", "version"),
             namespace=NAMESPACE,
             registry=self.registry,
-            multiprocess_mode="liveall",
+            multiprocess_mode="livemax",
         )
         build.labels(node, __version__).set(1)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-TRANSPORTS = ("pubsub",)
+TRANSPORTS = ("pubsub", "stream")
 
 
 class BusUnavailable(ConnectionError):

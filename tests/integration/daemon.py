@@ -16,8 +16,9 @@ from tests.support.ports import free_port
 from tests.support.processes import Proc, command, wait_for
 
 
-def pipeline_toml(video: Path, save_dir: Path, metrics_port: int, buffer_size: int = 10, extra: str = "",
-                  redis_url: str | None = None) -> str:
+def pipeline_toml(
+    video: Path, save_dir: Path, metrics_port: int, buffer_size: int = 10, extra: str = "", redis_url: str | None = None
+) -> str:
     redis = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     return f"""{redis}
 [metrics]
@@ -67,7 +68,9 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         result = subprocess.run(
             [command("msightd"), "status", "--json", "--runtime-dir", str(self.runtime_dir)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert result.returncode == 0, result.stderr
         status: dict[str, Any] = json.loads(result.stdout)
@@ -77,8 +80,11 @@ class Daemon:
         return {node["name"]: node for node in self.status()["nodes"]}
 
     def wait_ready(self) -> None:
-        wait_for(lambda: self.proc.has_event("daemon_ready") or self.proc.process.poll() is not None, 60,
-                 "the daemon to report all nodes started")
+        wait_for(
+            lambda: self.proc.has_event("daemon_ready") or self.proc.process.poll() is not None,
+            60,
+            "the daemon to report all nodes started",
+        )
         assert self.proc.process.poll() is None, self.proc.text()[-3000:]
 
     def child_pids(self) -> list[int]:
@@ -99,9 +105,11 @@ def running_daemon(config_text_for: Any, tmp_path: Path, processes: list[Proc]) 
     metrics_port = free_port()
     config_path = tmp_path / "msightd.toml"
     config_path.write_text(config_text_for(tmp_path / "videos", metrics_port))
-    proc = Proc([command("msightd"), "run", "-c", str(config_path), "--runtime-dir", str(runtime_dir),
-                 "--log-format", "json"], tmp_path / "daemon.log",
-                env={"MSIGHT_EDGE_DEVICE_NAME": "test-edge", "NOTIFY_SOCKET": ""})
+    proc = Proc(
+        [command("msightd"), "run", "-c", str(config_path), "--runtime-dir", str(runtime_dir), "--log-format", "json"],
+        tmp_path / "daemon.log",
+        env={"MSIGHT_EDGE_DEVICE_NAME": "test-edge", "NOTIFY_SOCKET": ""},
+    )
     processes.append(proc)
     daemon = Daemon(proc, runtime_dir, config_path, metrics_port)
     try:

@@ -24,8 +24,11 @@ def test_sigterm_stops_everything_in_order_and_writes_the_partial_segment(
         assert socket.exists(), "embedded redis-server listens on a unix socket in the runtime dir"
         children = daemon.child_pids()
         assert len(children) == 4  # three nodes and the embedded redis-server
-        wait_for(lambda: any(e.get("frames_published", 0) >= 15 for e in daemon.proc.has_event("node_summary")), 60,
-                 "frames to flow")
+        wait_for(
+            lambda: any(e.get("frames_published", 0) >= 15 for e in daemon.proc.has_event("node_summary")),
+            60,
+            "frames to flow",
+        )
         daemon.proc.process.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(60) == 0
         # the 1000-frame buffer never filled: the only segment is the partial one flushed on stop
@@ -47,8 +50,11 @@ def test_killed_node_is_restarted_and_segments_keep_coming(
         wait_for(lambda: len(segments_on_disk(save_dir)) >= 1, 60, "a first segment")
         old = daemon.nodes()["image_aggregator"]
         os.kill(old["pid"], signal.SIGKILL)
-        wait_for(lambda: (n := daemon.nodes()["image_aggregator"])["state"] == "running" and n["pid"] != old["pid"],
-                 60, "the aggregator to be restarted")
+        wait_for(
+            lambda: (n := daemon.nodes()["image_aggregator"])["state"] == "running" and n["pid"] != old["pid"],
+            60,
+            "the aggregator to be restarted",
+        )
         node = daemon.nodes()["image_aggregator"]
         assert node["restarts"] == 1 and node["last_exit"] == "killed by SIGKILL"
         count = len(segments_on_disk(save_dir))
@@ -90,8 +96,11 @@ def test_sighup_restarts_only_the_changed_node(sample_video: Path, tmp_path: Pat
         after = {name: node["pid"] for name, node in daemon.nodes().items()}
         assert after["image_aggregator"] != before["image_aggregator"]
         assert after["rtsp_node"] == before["rtsp_node"] and after["video_dumper"] == before["video_dumper"]
-        wait_for(lambda: any(m["frame_count"] == 12 for _, m in segments_on_disk(tmp_path / "videos")), 60,
-                 "a segment with the new buffer size")
+        wait_for(
+            lambda: any(m["frame_count"] == 12 for _, m in segments_on_disk(tmp_path / "videos")),
+            60,
+            "a segment with the new buffer size",
+        )
 
         daemon.config_path.write_text("this is not toml [")
         daemon.proc.process.send_signal(signal.SIGHUP)
@@ -110,8 +119,12 @@ def test_killing_the_daemon_leaves_no_child_behind(sample_video: Path, tmp_path:
 
 def test_status_lists_every_node(sample_video: Path, tmp_path: Path, processes: list[Proc]) -> None:
     with running_daemon(lambda d, p: pipeline_toml(sample_video, d, p), tmp_path, processes) as daemon:
-        result = subprocess.run([command("msightd"), "status", "--runtime-dir", str(daemon.runtime_dir)],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [command("msightd"), "status", "--runtime-dir", str(daemon.runtime_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0
         lines = result.stdout.splitlines()
         assert lines[1].split()[:4] == ["NODE", "KIND", "STATE", "PID"]
@@ -121,8 +134,9 @@ def test_status_lists_every_node(sample_video: Path, tmp_path: Path, processes: 
 
 
 def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
-    result = subprocess.run([command("msightd"), "status", "--runtime-dir", str(tmp_path)], capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        [command("msightd"), "status", "--runtime-dir", str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 3 and "no daemon answers" in result.stderr
 
 
@@ -139,8 +153,9 @@ def test_bad_config_is_refused_with_exit_2(tmp_path: Path) -> None:
         path = tmp_path / "bad.toml"
         path.write_text(text)
         for verb in (["run", "--runtime-dir", str(runtime_dir)], ["check"]):
-            result = subprocess.run([command("msightd"), verb[0], "-c", str(path), *verb[1:]], capture_output=True,
-                                    text=True, timeout=30)
+            result = subprocess.run(
+                [command("msightd"), verb[0], "-c", str(path), *verb[1:]], capture_output=True, text=True, timeout=30
+            )
             assert result.returncode == 2, (verb, text, result.stderr)
             assert expected in result.stderr and str(path) in result.stderr, result.stderr
     assert not (runtime_dir / "redis.sock").exists()
@@ -152,7 +167,10 @@ def test_missing_redis_server_binary_fails_with_the_install_hint(sample_video: P
     bin_dir = Path(command("msightd")).parent
     result = subprocess.run(
         [command("msightd"), "run", "-c", str(path), "--runtime-dir", str(short_tempdir())],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PATH": str(bin_dir)},
     )
     assert result.returncode == 2
     assert "apt install redis-server" in result.stderr

@@ -15,13 +15,47 @@ from tests.support.redis import RedisEndpoint
 
 
 def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int, overlap: int) -> tuple[Proc, Proc]:
-    dumper = launch(processes, tmp_path, "dumper", ["msight_launch_video_local_dumper", "-n", "video_dumper",
-                    "-st", "aggregated_video", "--save-dir", "./received_videos"], url)
-    aggregator = launch(processes, tmp_path, "aggregator", ["msight_launch_image_to_video_aggregator", "-n",
-                        "image_aggregator", "-st", "rtsp_images", "-pt", "aggregated_video", "--fps", "10",
-                        "--buffer-size", str(buffer), "--overlap-size", str(overlap)], url)
-    wait_for(lambda: dumper.has_event("dumper_started") and aggregator.has_event("aggregator_started"), 30,
-             "dumper and aggregator to subscribe")
+    dumper = launch(
+        processes,
+        tmp_path,
+        "dumper",
+        [
+            "msight_launch_video_local_dumper",
+            "-n",
+            "video_dumper",
+            "-st",
+            "aggregated_video",
+            "--save-dir",
+            "./received_videos",
+        ],
+        url,
+    )
+    aggregator = launch(
+        processes,
+        tmp_path,
+        "aggregator",
+        [
+            "msight_launch_image_to_video_aggregator",
+            "-n",
+            "image_aggregator",
+            "-st",
+            "rtsp_images",
+            "-pt",
+            "aggregated_video",
+            "--fps",
+            "10",
+            "--buffer-size",
+            str(buffer),
+            "--overlap-size",
+            str(overlap),
+        ],
+        url,
+    )
+    wait_for(
+        lambda: dumper.has_event("dumper_started") and aggregator.has_event("aggregator_started"),
+        30,
+        "dumper and aggregator to subscribe",
+    )
     return dumper, aggregator
 
 
@@ -30,8 +64,24 @@ def test_file_source_pipeline_with_overlap_writes_complete_segments(
 ) -> None:
     url = redis_server.url
     dumper, aggregator = start_consumers(processes, tmp_path, url, buffer=20, overlap=5)
-    source = launch(processes, tmp_path, "rtsp", ["msight_launch_rtsp", "-n", "rtsp_node", "-u", str(sample_video),
-                    "-pt", "rtsp_images", "--sensor-name", "test_camera", "--loop"], url)
+    source = launch(
+        processes,
+        tmp_path,
+        "rtsp",
+        [
+            "msight_launch_rtsp",
+            "-n",
+            "rtsp_node",
+            "-u",
+            str(sample_video),
+            "-pt",
+            "rtsp_images",
+            "--sensor-name",
+            "test_camera",
+            "--loop",
+        ],
+        url,
+    )
     save_dir = tmp_path / "received_videos"
     wait_for(lambda: len(segments_on_disk(save_dir)) >= 3, 60, "three segments on disk")
     assert source.terminate() == 0
@@ -68,12 +118,28 @@ def test_file_source_pipeline_with_overlap_writes_complete_segments(
 
 def test_bad_flags_exit_2_with_one_clear_line(tmp_path: Path) -> None:
     cases = [
-        (["msight_launch_image_to_video_aggregator", "-n", "a", "-st", "x", "-pt", "y", "--buffer-size", "10",
-          "--overlap-size", "10"], "overlap"),
+        (
+            [
+                "msight_launch_image_to_video_aggregator",
+                "-n",
+                "a",
+                "-st",
+                "x",
+                "-pt",
+                "y",
+                "--buffer-size",
+                "10",
+                "--overlap-size",
+                "10",
+            ],
+            "overlap",
+        ),
         (["msight_launch_image_to_video_aggregator", "-n", "a", "-st", "x", "-pt", "y", "--fps", "ten"], "--fps"),
         (["msight_launch_rtsp", "-n", "r", "-pt", "x", "--sensor-name", "c"], "-u/--url"),
-        (["msight_launch_rtsp", "-n", "r", "-u", "x.mp4", "-pt", "x", "--sensor-name", "c", "--jpeg-quality", "0"],
-         "--jpeg-quality"),
+        (
+            ["msight_launch_rtsp", "-n", "r", "-u", "x.mp4", "-pt", "x", "--sensor-name", "c", "--jpeg-quality", "0"],
+            "--jpeg-quality",
+        ),
         (["msight_launch_video_local_dumper", "-n", "d", "-st", "x", "-sd", "v", "--bogus"], "--bogus"),
     ]
     for args, expected in cases:
@@ -84,9 +150,24 @@ def test_bad_flags_exit_2_with_one_clear_line(tmp_path: Path) -> None:
 
 def test_missing_video_file_exits_2_naming_it(redis_server: RedisEndpoint, tmp_path: Path) -> None:
     result = subprocess.run(
-        [command("msight_launch_rtsp"), "-n", "r", "-u", str(tmp_path / "nope.mp4"), "-pt", "x", "--sensor-name", "c",
-         "--redis-url", redis_server.url, "--log-format", "json"],
-        capture_output=True, text=True, timeout=60,
+        [
+            command("msight_launch_rtsp"),
+            "-n",
+            "r",
+            "-u",
+            str(tmp_path / "nope.mp4"),
+            "-pt",
+            "x",
+            "--sensor-name",
+            "c",
+            "--redis-url",
+            redis_server.url,
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "nope.mp4" in result.stderr and "does not exist" in result.stderr
@@ -96,9 +177,22 @@ def test_unwritable_save_dir_exits_2(redis_server: RedisEndpoint, tmp_path: Path
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     result = subprocess.run(
-        [command("msight_launch_video_local_dumper"), "-n", "d", "-st", "x", "--save-dir", str(blocker / "videos"),
-         "--redis-url", redis_server.url, "--log-format", "json"],
-        capture_output=True, text=True, timeout=60,
+        [
+            command("msight_launch_video_local_dumper"),
+            "-n",
+            "d",
+            "-st",
+            "x",
+            "--save-dir",
+            str(blocker / "videos"),
+            "--redis-url",
+            redis_server.url,
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "save_dir_unusable" in result.stderr and "--save-dir" in result.stderr

@@ -39,8 +39,9 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s
 class Proc:
     """A command whose stdout+stderr go to a log file that tests can read as JSON lines."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.args = list(args)
         self.log_path = log_path
         full_env = {**os.environ, **(env or {})}

@@ -195,10 +195,6 @@ class _LoopFeeder:
     def __init__(self, Gst: Any, clip: _Clip) -> None:
         self._Gst = Gst
         self._clip = clip
-        self.reset()
-
-    def reset(self) -> None:
-        """Start over from the clip's first access unit (the media was unprepared)."""
         self._index = 0
         self._pushed = 0
         self._offset: int | None = None  # running time of clip timestamp `first_ts`, loop 0
@@ -240,12 +236,35 @@ def _file_factory(GstRtspServer: Any, Gst: Any, clip: _Clip) -> Any:
         appsrc.set_property("caps", clip.caps)
         feeder = _LoopFeeder(Gst, clip)
         appsrc.connect("need-data", feeder.on_need_data)
-        # The media is reusable (see main()): after the last client leaves, the same
-        # pipeline is stopped and later restarted with a new running time.
-        media.connect("unprepared", lambda _media: feeder.reset())
 
     factory.connect("media-configure", on_media_configure)
     return factory
+
+
+def _keep_media_prepared(GstRtspServer: Any, pool: Any, media: Any) -> None:
+    """Make ``media`` (the shared pipeline) live until the server exits, like a real camera.
+
+    gst-rtsp-server unprepares a shared media when its last client leaves, and 1.22
+    races that against a new DESCRIBE: the client gets the dying media from the
+    factory cache and "503 Service Unavailable" (measured: ~40 % of immediate
+    reconnects, exactly what camera-outage tests do).  A media is only unprepared
+    when its prepare count drops to 0, so we take one extra prepare reference the
+    first time it is prepared.  That nested prepare() returns at once (the media is
+    already prepared) and only stops the spare thread we hand it.
+    """
+    taken = False
+
+    def on_prepared(prepared_media: Any) -> None:
+        nonlocal taken
+        if taken:
+            return
+        taken = True
+        ctx = GstRtspServer.RTSPContext()  # only passed to thread-pool hooks; unused by default
+        thread = pool.get_thread(GstRtspServer.RTSPThreadType.MEDIA, ctx)
+        if thread is None or not prepared_media.prepare(thread):
+            print("rtsp_server: warning: could not pin the shared media", file=sys.stderr, flush=True)
+
+    media.connect("prepared", on_prepared)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,11 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(_testsrc_launch(args))
     factory.set_shared(True)
-    # Reusable media stay in the factory's cache and are re-prepared for the next
-    # client.  Without this, gst-rtsp-server 1.22 answers "503 Service Unavailable"
-    # to a DESCRIBE that arrives while the previous shared media is being torn down
-    # (reproducible: ~40 % of immediate reconnects after a client's TEARDOWN).
-    factory.connect("media-configure", lambda _factory, media: media.set_reusable(True))
 
     server = GstRtspServer.RTSPServer()
     server.set_address(args.host)
@@ -276,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     # With the default single worker thread, a client that connects early (while
     # the first media is still prerolling) can stall every other client ~40 s.
     server.get_thread_pool().set_max_threads(4)
+    factory.connect(
+        "media-configure",
+        lambda _factory, media: _keep_media_prepared(GstRtspServer, server.get_thread_pool(), media),
+    )
     server.get_mount_points().add_factory(args.mount, factory)
 
     loop = GLib.MainLoop()

@@ -57,8 +57,9 @@ def test_every_error_names_file_node_key_and_what_is_allowed(tmp_path: Path) -> 
 
 def test_overlap_not_smaller_than_buffer(tmp_path: Path) -> None:
     found = problems(tmp_path, BASE + "buffer_size = 10\noverlap_size = 10\n")
-    assert found == [f"{tmp_path / 'msightd.toml'}: node 'agg': overlap_size must be >= 0 and smaller than "
-                     "buffer_size (10), got 10"]
+    assert found == [
+        f"{tmp_path / 'msightd.toml'}: node 'agg': overlap_size must be >= 0 and smaller than buffer_size (10), got 10"
+    ]
 
 
 def test_duplicate_names_unknown_kind_missing_keys(tmp_path: Path) -> None:
@@ -77,8 +78,12 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_restart_policy_and_sections_are_checked(tmp_path: Path) -> None:
-    found = "\n".join(problems(tmp_path, '[redis]\nurl = "localhost"\nport = 1\n[metrics]\nport = "x"\n[extra]\n'
-                               + BASE + 'restart = "sometimes"\n'))
+    found = "\n".join(
+        problems(
+            tmp_path,
+            '[redis]\nurl = "localhost"\nport = 1\n[metrics]\nport = "x"\n[extra]\n' + BASE + 'restart = "sometimes"\n',
+        )
+    )
     assert "[redis] key 'url' must be a redis://" in found
     assert "[redis] unknown key 'port'" in found
     assert "[metrics]: key 'port' must be an integer" in found

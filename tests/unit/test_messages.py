@@ -17,8 +17,13 @@ from msightd.messages import (
 
 def make_frame(**overrides: object) -> FrameMessage:
     fields: dict[str, object] = dict(
-        sensor_name="cam", capture_timestamp=1769254125.649586, creation_timestamp=1769254125.7,
-        frame_id=913589778076741632, device_name="edge1", image=b"\xff\xd8jpeg", size=(546, 1280, 3),
+        sensor_name="cam",
+        capture_timestamp=1769254125.649586,
+        creation_timestamp=1769254125.7,
+        frame_id=913589778076741632,
+        device_name="edge1",
+        image=b"\xff\xd8jpeg",
+        size=(546, 1280, 3),
     )
     fields.update(overrides)
     return FrameMessage(**fields)  # type: ignore[arg-type]
@@ -26,9 +31,18 @@ def make_frame(**overrides: object) -> FrameMessage:
 
 def make_segment() -> SegmentMessage:
     return SegmentMessage(
-        sensor_name="cam", capture_timestamp=10.5, creation_timestamp=11.0, frame_id=7, device_name="edge1",
-        video=b"mp4", frame_ids=(7, 8, 9), capture_timestamps=(10.5, 10.6, 10.7), fps=10.0, codec="h264",
-        width=640, height=480,
+        sensor_name="cam",
+        capture_timestamp=10.5,
+        creation_timestamp=11.0,
+        frame_id=7,
+        device_name="edge1",
+        video=b"mp4",
+        frame_ids=(7, 8, 9),
+        capture_timestamps=(10.5, 10.6, 10.7),
+        fps=10.0,
+        codec="h264",
+        width=640,
+        height=480,
     )
 
 
@@ -54,8 +68,15 @@ def test_segment_round_trips_and_keeps_unknown_fields() -> None:
 def test_msight_style_frame_without_extra_fields_is_read() -> None:
     """An MSight producer sends no msightd-only fields; only the MSight ones are required."""
     payload = msgpack.packb(
-        {"data_type": IMAGE_DATA_TYPE, "sensor_name": "cam", "capture_timestamp": 5, "frame_id": 1,
-         "image": b"x", "size": [2, 2, 3], "is_encoded": True},
+        {
+            "data_type": IMAGE_DATA_TYPE,
+            "sensor_name": "cam",
+            "capture_timestamp": 5,
+            "frame_id": 1,
+            "image": b"x",
+            "size": [2, 2, 3],
+            "is_encoded": True,
+        },
         use_bin_type=True,
     )
     frame = decode_frame(payload)

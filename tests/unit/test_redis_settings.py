@@ -15,9 +15,12 @@ def test_msightd_url_variable_wins_over_msight_variables() -> None:
 
 def test_msight_variables_build_a_url() -> None:
     env = {
-        "MSIGHT_REDIS_MESSAGE_BROKER_HOST": "broker", "MSIGHT_REDIS_MESSAGE_BROKER_PORT": "6380",
-        "MSIGHT_REDIS_MESSAGE_BROKER_DB": "2", "MSIGHT_REDIS_MESSAGE_BROKER_USERNAME": "u",
-        "MSIGHT_REDIS_MESSAGE_BROKER_PASSWORD": "p@ss", "MSIGHT_REDIS_MESSAGE_BROKER_USE_TLS": "true",
+        "MSIGHT_REDIS_MESSAGE_BROKER_HOST": "broker",
+        "MSIGHT_REDIS_MESSAGE_BROKER_PORT": "6380",
+        "MSIGHT_REDIS_MESSAGE_BROKER_DB": "2",
+        "MSIGHT_REDIS_MESSAGE_BROKER_USERNAME": "u",
+        "MSIGHT_REDIS_MESSAGE_BROKER_PASSWORD": "p@ss",
+        "MSIGHT_REDIS_MESSAGE_BROKER_USE_TLS": "true",
         "MSIGHT_REDIS_MESSAGE_BROKER_TLS_CA_CERT_FILE": "/ca.pem",
     }
     settings = resolve_redis_settings(None, env)

@@ -15,9 +15,18 @@ from msightd.nodes.dumper import SegmentWriter
 
 def segment(video: bytes = b"mp4-bytes", sensor: str = "cam", start: float = 1769254140.0) -> SegmentMessage:
     return SegmentMessage(
-        sensor_name=sensor, capture_timestamp=start, creation_timestamp=start + 1, frame_id=11, device_name="edge",
-        video=video, frame_ids=(11, 12), capture_timestamps=(start, start + 0.1), fps=10.0, codec="h264",
-        width=4, height=4,
+        sensor_name=sensor,
+        capture_timestamp=start,
+        creation_timestamp=start + 1,
+        frame_id=11,
+        device_name="edge",
+        video=video,
+        frame_ids=(11, 12),
+        capture_timestamps=(start, start + 0.1),
+        fps=10.0,
+        codec="h264",
+        width=4,
+        height=4,
     )
 
 

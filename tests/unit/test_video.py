@@ -12,7 +12,13 @@ def test_segment_decodes_back_to_the_same_frames(codec: str, decoded_name: str) 
     frames = [sample_frame(i, 320, 240) for i in range(12)]
     video = encode_segment(frames, EncoderSettings(codec=codec, fps=10))
     info = probe_video(video.data, keep_frames=True)
-    assert (info.frame_count, info.width, info.height, info.codec, info.pix_fmt) == (12, 320, 240, decoded_name, "yuv420p")
+    assert (info.frame_count, info.width, info.height, info.codec, info.pix_fmt) == (
+        12,
+        320,
+        240,
+        decoded_name,
+        "yuv420p",
+    )
     assert info.fps == pytest.approx(10.0)
     assert info.frames is not None
     # lossy, but recognisably the same pictures in the same order

@@ -1,0 +1,459 @@
+"""Redis Streams transport: durable, at-least-once delivery through consumer groups.
+
+Each topic is a stream; each entry holds one binary field, ``d``, with the payload. Publishing is
+``XADD topic MAXLEN ~ maxlen * d <payload>``: the stream keeps roughly the last ``maxlen`` entries,
+whether or not they were acknowledged, so ``maxlen`` bounds the broker's memory and also how long a
+consumer may be away without losing entries.
+
+A subscription reads through a consumer group (one group per consuming node, named after it) as a
+stable consumer name, so Redis remembers both where the group stopped and which entries this consumer
+received but never acknowledged (its pending list). :attr:`Delivery.ack` sends ``XACK``; until then the
+entry stays pending and comes back to the next subscription with the same consumer name: delivery is
+at least once, never exactly once, and consumers must tolerate duplicates (the dumper recognises a
+redelivered segment by its content).
+
+Group start id: a group is created at ``0`` (the stream's beginning), never at ``$``. Once a group
+exists, Redis keeps its position, so a restarted consumer resumes exactly where the group stopped
+either way; the start id only matters when the group is created. Creating at ``$`` would silently
+skip whatever was published before the group existed, which, after a broker restart without
+persistence, is whatever the producers published between the restart and this consumer's next read.
+Creating at ``0`` loses nothing; the price is that a brand-new consumer node first processes the
+retained history (at most ``maxlen`` entries) of a stream that already existed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from msightd.backoff import Backoff
+from msightd.bus import BusUnavailable, Delivery
+from msightd.bus.connection import RedisSettings
+
+PAYLOAD_FIELD = b"d"
+DEFAULT_MAXLEN = 10_000
+DEFAULT_CLAIM_IDLE_MS = 60_000
+#: Where a new group starts reading; see the module docstring for why it is the stream's beginning.
+GROUP_START_ID = "0"
+
+_READ_COUNT = 10
+_CLAIM_COUNT = 10
+#: Longest single XREADGROUP BLOCK; the read socket timeout must stay above it.
+_MAX_BLOCK_MS = 1_000
+_READ_SOCKET_TIMEOUT_S = _MAX_BLOCK_MS / 1000 + 2.0
+_ACK_RETRY_S = 1.0
+_BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+Log = structlog.typing.FilteringBoundLogger
+Entry = tuple[bytes, Mapping[bytes, bytes]]
+
+
+class StreamBusError(RuntimeError):
+    """A stream cannot be used at all (the key holds another type, no permission): not an outage."""
+
+
+def _no_retries() -> Retry:
+    """The transport owns retrying (with backoff and one log line per outage), not redis-py."""
+    return Retry(NoBackoff(), 0)
+
+
+def _is_error(exc: redis.ResponseError, code: str) -> bool:
+    return str(exc).startswith(code)
+
+
+class RedisStreamBus:
+    """Publish to and subscribe from Redis streams named exactly as the topics. Thread-safe publish.
+
+    ``consumer_group`` names the group every subscription of this bus reads through and
+    ``consumer_name`` the consumer inside it; both must be stable across restarts (the node's name),
+    or unacknowledged entries are left to another name's pending list (see ``claim_idle_ms``).
+    ``maxlen`` is the approximate number of entries each stream retains. ``claim_idle_ms``: when a
+    subscription starts, entries pending for another consumer of the group for longer than this are
+    taken over, so a renamed or replaced consumer's work is not orphaned.
+    """
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        log: Log,
+        consumer_group: str,
+        consumer_name: str,
+        maxlen: int = DEFAULT_MAXLEN,
+        claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
+    ) -> None:
+        if not consumer_group or not consumer_name:
+            raise ValueError("consumer_group and consumer_name must not be empty")
+        if maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        if claim_idle_ms < 0:
+            raise ValueError(f"claim_idle_ms must be >= 0, got {claim_idle_ms}")
+        self._settings = settings
+        self._log = log
+        self._group = consumer_group
+        self._consumer = consumer_name
+        self._maxlen = maxlen
+        self._claim_idle_ms = claim_idle_ms
+        self._client = settings.client(socket_timeout=10.0, socket_connect_timeout=5.0, health_check_interval=10)
+        # Acks come from any thread and must not queue behind a blocked XREADGROUP: own pool, no retries.
+        self._ack_client = settings.client(
+            socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10, retry=_no_retries()
+        )
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        try:
+            self._client.xadd(topic, {PAYLOAD_FIELD: payload}, maxlen=self._maxlen, approximate=True)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BusUnavailable(f"cannot publish to {topic!r} on {self._settings.describe()}: {exc}") from exc
+
+    def subscribe(self, topics: Sequence[str]) -> StreamSubscription:
+        acks = AckTracker(self._ack_client, self._group, self._settings, self._log)
+        return StreamSubscription(
+            self._settings,
+            list(topics),
+            self._log,
+            group=self._group,
+            consumer=self._consumer,
+            acks=acks,
+            claim_idle_ms=self._claim_idle_ms,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+        self._ack_client.close()
+
+
+class AckTracker:
+    """Which entries a subscription has handed out and not yet acknowledged; XACKs them from any thread.
+
+    An entry is *outstanding* from the moment it is buffered until its XACK succeeded: first *held*,
+    then *parked* if the XACK failed because the broker was away. Parked acks are retried by the
+    receiving thread (:meth:`retry_parked`); if the process dies first, the entries stay pending in
+    Redis and are redelivered after the restart. A re-read of the pending list skips outstanding
+    entries, so nothing the node still holds is delivered to it twice.
+    """
+
+    def __init__(self, client: redis.Redis, group: str, settings: RedisSettings, log: Log) -> None:
+        self._client = client
+        self._group = group
+        self._settings = settings
+        self._log = log
+        self._lock = threading.Lock()
+        self._held: set[tuple[str, bytes]] = set()
+        self._parked: set[tuple[str, bytes]] = set()
+        self._retry_at = 0.0
+        self._failing = False
+
+    def hold(self, topic: str, entry_id: bytes) -> None:
+        with self._lock:
+            self._held.add((topic, entry_id))
+
+    def is_outstanding(self, topic: str, entry_id: bytes) -> bool:
+        with self._lock:
+            key = (topic, entry_id)
+            return key in self._held or key in self._parked
+
+    def ack(self, topic: str, entry_id: bytes) -> None:
+        """Acknowledge one entry. Never raises for an unreachable broker: the ack is parked instead."""
+        with self._lock:
+            skip = time.monotonic() < self._retry_at
+        if skip:
+            self._park(topic, entry_id, None)
+            return
+        try:
+            self._client.xack(topic, self._group, entry_id)
+        except _BROKER_ERRORS as exc:
+            self._park(topic, entry_id, exc)
+            return
+        except redis.ResponseError as exc:
+            self._forget_lost(topic, [entry_id], exc)
+        with self._lock:
+            self._held.discard((topic, entry_id))
+
+    def _park(self, topic: str, entry_id: bytes, exc: BaseException | None) -> None:
+        with self._lock:
+            self._parked.add((topic, entry_id))
+            self._held.discard((topic, entry_id))
+            if exc is None:
+                return
+            self._retry_at = time.monotonic() + _ACK_RETRY_S
+            first_failure = not self._failing
+            self._failing = True
+        if first_failure:
+            self._log.warning(
+                "bus_ack_failed",
+                broker=self._settings.describe(),
+                topic=topic,
+                error=str(exc),
+                hint="the entry stays pending: acked once the broker is back, or redelivered after a restart",
+            )
+
+    def _forget_lost(self, topic: str, entry_ids: Sequence[bytes], exc: redis.ResponseError) -> None:
+        """XACK was refused. NOGROUP means the broker restarted empty and the pending entries went with
+        the group: nothing left to ack. Anything else (ACL, wrong key type) is logged, never raised into
+        the node; the entries stay pending and are redelivered after a restart."""
+        if _is_error(exc, "NOGROUP"):
+            self._log.debug("bus_ack_dropped", topic=topic, entries=len(entry_ids), reason="consumer group gone")
+            return
+        self._log.error("bus_ack_rejected", topic=topic, entries=len(entry_ids), error=str(exc))
+
+    def retry_parked(self) -> None:
+        """XACK every parked entry (receiving thread). Raises the broker's connection errors."""
+        with self._lock:
+            if not self._parked or time.monotonic() < self._retry_at:
+                return
+            parked = sorted(self._parked)
+        by_topic: dict[str, list[bytes]] = {}
+        for topic, entry_id in parked:
+            by_topic.setdefault(topic, []).append(entry_id)
+        for topic, entry_ids in by_topic.items():
+            try:
+                self._client.xack(topic, self._group, *entry_ids)
+            except redis.ResponseError as exc:
+                self._forget_lost(topic, entry_ids, exc)
+        with self._lock:
+            self._parked.difference_update(parked)
+            self._failing = False
+        self._log.info("bus_acks_flushed", entries=len(parked), broker=self._settings.describe())
+
+
+class StreamSubscription:
+    """Receives from streams through a consumer group; survives broker restarts.
+
+    Each (re)connection first makes sure the groups exist (recreating them if the broker lost them),
+    takes over long-idle entries of other consumers of the group, then re-reads this consumer's own
+    pending list (entries received but never acknowledged, e.g. before a crash) before reading new
+    entries. Entries still buffered when the subscription is closed stay pending in Redis.
+    """
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        topics: list[str],
+        log: Log,
+        *,
+        group: str,
+        consumer: str,
+        acks: AckTracker,
+        claim_idle_ms: int,
+    ) -> None:
+        if not topics:
+            raise ValueError("subscribe to at least one topic")
+        self._settings = settings
+        self._topics = topics
+        self._topic_by_key = {topic.encode(): topic for topic in topics}
+        self._log = log
+        self._group = group
+        self._consumer = consumer
+        self._acks = acks
+        self._claim_idle_ms = claim_idle_ms
+        self._client = settings.client(
+            socket_timeout=_READ_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=5.0,
+            health_check_interval=10,
+            retry=_no_retries(),
+        )
+        self._buffer: deque[Delivery] = deque()
+        self._known_groups: set[str] = set()
+        self._synced = False
+        self._replay: dict[str, bytes] = {}
+        self._replayed = 0
+        self._backoff = Backoff(initial_s=0.25, max_s=5.0)
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def receive(self, timeout_s: float) -> Delivery | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            if time.monotonic() < self._retry_at:
+                remaining = deadline - time.monotonic()
+                time.sleep(max(0.0, min(remaining, self._retry_at - time.monotonic())))
+                if time.monotonic() < self._retry_at:
+                    return None
+            try:
+                self._fill(deadline - time.monotonic())
+            except _BROKER_ERRORS as exc:
+                self._broker_lost(exc)
+                return None
+            self._broker_back()
+            if not self._buffer and time.monotonic() >= deadline:
+                return None
+
+    def _fill(self, remaining_s: float) -> None:
+        """Buffer the next entries: the pending list first after a (re)connection, then new ones."""
+        if not self._synced:
+            self._sync()
+        self._acks.retry_parked()
+        try:
+            if self._replay:
+                self._read_pending()
+            else:
+                self._read_new(remaining_s)
+        except redis.ResponseError as exc:
+            if not _is_error(exc, "NOGROUP"):
+                raise StreamBusError(f"cannot read {self._topics} on {self._settings.describe()}: {exc}") from exc
+            self._synced = False  # the stream or its group vanished under us: recreate on the next pass
+
+    def _sync(self) -> None:
+        self._ensure_groups()
+        for topic in self._topics:
+            self._claim_orphans(topic)
+        self._replay = dict.fromkeys(self._topics, b"0")
+        self._replayed = 0
+        self._synced = True
+
+    def _ensure_groups(self) -> None:
+        for topic in self._topics:
+            try:
+                self._client.xgroup_create(topic, self._group, id=GROUP_START_ID, mkstream=True)
+            except redis.ResponseError as exc:
+                if not _is_error(exc, "BUSYGROUP"):
+                    raise StreamBusError(f"cannot create consumer group on stream {topic!r}: {exc}") from exc
+            else:
+                self._log_group_created(topic)
+            self._known_groups.add(topic)
+
+    def _log_group_created(self, topic: str) -> None:
+        if topic in self._known_groups:
+            self._log.warning(
+                "bus_group_recreated",
+                broker=self._settings.describe(),
+                topic=topic,
+                group=self._group,
+                hint="the broker lost the stream (restarted without persistence?); reading it from its start",
+            )
+        else:
+            self._log.info("bus_group_created", topic=topic, group=self._group, start_id=GROUP_START_ID)
+
+    def _claim_orphans(self, topic: str) -> None:
+        """Take over entries another consumer of the group left pending for longer than ``claim_idle_ms``."""
+        if not self._others_have_pending(topic):
+            return
+        cursor: Any = "0-0"
+        claimed = 0
+        while True:
+            reply = self._client.xautoclaim(
+                topic, self._group, self._consumer, self._claim_idle_ms, start_id=cursor, count=_CLAIM_COUNT
+            )
+            cursor, entries = reply[0], reply[1]
+            claimed += len(entries)
+            if cursor in (b"0-0", "0-0"):
+                break
+        if claimed:
+            self._log.info("bus_entries_claimed", topic=topic, group=self._group, entries=claimed)
+
+    def _others_have_pending(self, topic: str) -> bool:
+        summary = self._client.xpending(topic, self._group)
+        consumers = summary.get("consumers") or []
+        mine = self._consumer.encode()
+        return any(_as_bytes(c.get("name")) != mine and int(c.get("pending", 0)) > 0 for c in consumers)
+
+    def _read_pending(self) -> None:
+        """One page of this consumer's pending list (no BLOCK: Redis answers from memory at once)."""
+        streams = dict(self._replay)
+        reply = self._client.xreadgroup(self._group, self._consumer, streams, count=_READ_COUNT)  # type: ignore[arg-type]
+        by_topic = self._entries_by_topic(reply)
+        for topic in streams:
+            entries = by_topic.get(topic, [])
+            if not entries:
+                del self._replay[topic]
+                continue
+            self._replay[topic] = entries[-1][0]
+            fresh = [entry for entry in entries if not self._acks.is_outstanding(topic, entry[0])]
+            self._replayed += len(fresh)
+            self._accept(topic, fresh)
+        if not self._replay and self._replayed:
+            self._log.info("bus_pending_redelivered", topics=self._topics, entries=self._replayed)
+
+    def _read_new(self, remaining_s: float) -> None:
+        block_ms = max(1, min(_MAX_BLOCK_MS, int(remaining_s * 1000)))
+        streams = dict.fromkeys(self._topics, ">")
+        reply = self._client.xreadgroup(self._group, self._consumer, streams, count=_READ_COUNT, block=block_ms)  # type: ignore[arg-type]
+        for topic, entries in self._entries_by_topic(reply).items():
+            self._accept(topic, entries)
+
+    def _entries_by_topic(self, reply: Any) -> dict[str, list[Entry]]:
+        """Normalise XREADGROUP's reply (a list of ``[stream, entries]``, or a dict under RESP3)."""
+        if not reply:
+            return {}
+        pairs = reply.items() if isinstance(reply, Mapping) else reply
+        result: dict[str, list[Entry]] = {}
+        for key, entries in pairs:
+            raw = _as_bytes(key)
+            topic = self._topic_by_key.get(raw) or raw.decode("utf-8", "replace")
+            result[topic] = [(_as_bytes(entry_id), fields or {}) for entry_id, fields in entries or []]
+        return result
+
+    def _accept(self, topic: str, entries: list[Entry]) -> None:
+        """Buffer deliveries; an entry without a payload cannot be delivered and is acknowledged away."""
+        unreadable = 0
+        for entry_id, fields in entries:
+            payload = fields.get(PAYLOAD_FIELD)
+            if payload is None:
+                unreadable += 1
+                self._acks.ack(topic, entry_id)
+                continue
+            self._acks.hold(topic, entry_id)
+            ack = functools.partial(self._acks.ack, topic, entry_id)
+            self._buffer.append(Delivery(topic=topic, payload=payload, ack=ack))
+        if unreadable:
+            self._log.warning(
+                "bus_entries_unreadable",
+                topic=topic,
+                entries=unreadable,
+                hint="trimmed by MAXLEN before they were acknowledged (raise maxlen or keep consumers running), "
+                f"or written without the {PAYLOAD_FIELD.decode()!r} field by another program",
+            )
+
+    # -- outages ---------------------------------------------------------------------------------
+
+    def _broker_lost(self, exc: BaseException) -> None:
+        # dropping a dead connection may raise anything; it is gone either way
+        with contextlib.suppress(Exception):
+            self._client.connection_pool.disconnect()
+        self._synced = False
+        delay = self._backoff.next_delay()
+        self._retry_at = time.monotonic() + delay
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._log.warning(
+                "bus_disconnected",
+                broker=self._settings.describe(),
+                topics=self._topics,
+                error=str(exc),
+                hint="is redis-server running and reachable? retrying with backoff",
+            )
+
+    def _broker_back(self) -> None:
+        if self._down_since is not None:
+            self._log.info(
+                "bus_reconnected",
+                broker=self._settings.describe(),
+                down_seconds=round(time.monotonic() - self._down_since, 3),
+            )
+            self._down_since = None
+            self._backoff.reset()
+
+    def close(self) -> None:
+        """Stop reading. Buffered entries stay pending in Redis; handed-out deliveries can still be acked."""
+        self._buffer.clear()
+        self._client.close()
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
