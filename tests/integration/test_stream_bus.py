@@ -1,0 +1,249 @@
+"""The Redis Streams transport against a real, private redis-server: ordering, at-least-once delivery
+across crashes, broker restarts, acks from other threads, bounded streams."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import structlog
+from structlog.testing import LogCapture
+
+from msightd.bus import BusUnavailable, Delivery
+from msightd.bus.connection import RedisSettings
+from msightd.bus.factory import open_bus
+from msightd.bus.streams import RedisStreamBus, StreamSubscription
+from tests.support.redis import RedisEndpoint
+
+pytestmark = pytest.mark.timeout(90)
+
+GROUP = "dumper-1"
+TOPIC = "frames"
+
+BusFactory = Callable[..., RedisStreamBus]
+
+
+@pytest.fixture
+def capture() -> LogCapture:
+    return LogCapture()
+
+
+@pytest.fixture
+def log(capture: LogCapture) -> Any:
+    """A logger of our own (no global structlog configuration) whose events land in ``capture``."""
+    return structlog.wrap_logger(
+        None, processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
+    )
+
+
+@pytest.fixture
+def settings(redis_server: RedisEndpoint) -> RedisSettings:
+    return RedisSettings(url=redis_server.url)
+
+
+@pytest.fixture
+def raw(settings: RedisSettings) -> Iterator[redis.Redis]:
+    """A plain client to look inside the broker."""
+    client = settings.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_bus(settings: RedisSettings, log: Any) -> Iterator[BusFactory]:
+    """Open stream buses (one per simulated process); all are closed at the end."""
+    opened: list[RedisStreamBus] = []
+
+    def make(consumer: str = GROUP, **options: Any) -> RedisStreamBus:
+        bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=consumer, **options)
+        opened.append(bus)
+        return bus
+
+    yield make
+    for bus in opened:
+        bus.close()
+
+
+def receive_n(subscription: StreamSubscription, count: int, limit_s: float = 10.0) -> list[Delivery]:
+    received: list[Delivery] = []
+    deadline = time.monotonic() + limit_s
+    while len(received) < count and time.monotonic() < deadline:
+        delivery = subscription.receive(timeout_s=0.2)
+        if delivery is not None:
+            received.append(delivery)
+    assert len(received) == count, f"received {len(received)} of {count} within {limit_s} s"
+    return received
+
+
+def payloads(deliveries: list[Delivery]) -> list[bytes]:
+    return [d.payload for d in deliveries]
+
+
+def pending_count(raw: redis.Redis, topic: str = TOPIC) -> int:
+    return int(raw.xpending(topic, GROUP)["pending"])
+
+
+def events(capture: LogCapture, name: str) -> list[dict[str, Any]]:
+    return [entry for entry in capture.entries if entry["event"] == name]
+
+
+def test_publishes_then_receives_everything_in_order(make_bus: BusFactory) -> None:
+    bus = make_bus()
+    expected = {topic: [f"{topic}-{i}".encode() + bytes(range(256)) for i in range(25)] for topic in ("a", "b")}
+    for first, second in zip(expected["a"], expected["b"], strict=True):
+        bus.publish("a", first)
+        bus.publish("b", second)
+    subscription = bus.subscribe(["a", "b"])
+    received = receive_n(subscription, 50)
+    for topic, sent in expected.items():
+        assert [d.payload for d in received if d.topic == topic] == sent
+    assert subscription.receive(timeout_s=0.3) is None
+    subscription.close()
+
+
+def test_unacked_deliveries_come_back_first_after_a_crash(make_bus: BusFactory, raw: redis.Redis) -> None:
+    sent = [b"m%d" % i for i in range(12)]
+    for payload in sent:
+        make_bus().publish(TOPIC, payload)
+
+    crashed = make_bus().subscribe([TOPIC])
+    assert payloads(receive_n(crashed, 5)) == sent[:5]
+    crashed.close()  # never acked: the process "died"
+
+    restarted = make_bus().subscribe([TOPIC])
+    deliveries = receive_n(restarted, 12)
+    assert payloads(deliveries) == sent
+    for delivery in deliveries:
+        delivery.ack()
+    assert restarted.receive(timeout_s=0.3) is None
+    restarted.close()
+    assert pending_count(raw) == 0
+
+    third = make_bus().subscribe([TOPIC])
+    assert third.receive(timeout_s=0.5) is None
+    third.close()
+
+
+def test_entries_published_while_no_consumer_runs_are_delivered_on_start(make_bus: BusFactory) -> None:
+    bus = make_bus()
+    first = bus.subscribe([TOPIC])
+    assert first.receive(timeout_s=0.2) is None  # creates the group
+    first.close()
+    for i in range(5):
+        bus.publish(TOPIC, b"offline-%d" % i)
+    second = bus.subscribe([TOPIC])
+    assert payloads(receive_n(second, 5)) == [b"offline-%d" % i for i in range(5)]
+    second.close()
+
+
+def test_survives_a_broker_restart(
+    make_bus: BusFactory, redis_server: RedisEndpoint, raw: redis.Redis, capture: LogCapture
+) -> None:
+    bus = make_bus()
+    subscription = bus.subscribe([TOPIC])
+    bus.publish(TOPIC, b"before")
+    [before] = receive_n(subscription, 1)
+    raw.set("sentinel", b"1")
+
+    redis_server.stop()
+    before.ack()  # broker away: must not raise into the node
+    started = time.monotonic()
+    for _ in range(5):
+        assert subscription.receive(timeout_s=0.2) is None
+    assert time.monotonic() - started < 10.0
+    with pytest.raises(BusUnavailable):
+        bus.publish(TOPIC, b"lost")
+
+    redis_server.start()
+    data_lost = raw.get("sentinel") is None
+    bus.publish(TOPIC, b"after")  # before the subscription is back: must not be skipped
+    [after] = receive_n(subscription, 1, limit_s=20.0)
+    assert after.payload == b"after"
+    after.ack()  # may be parked for a moment after the failed ack; the receiving loop flushes it
+    deadline = time.monotonic() + 5.0
+    while pending_count(raw) and time.monotonic() < deadline:
+        assert subscription.receive(timeout_s=0.2) is None
+    assert pending_count(raw) == 0
+    subscription.close()
+
+    assert len(events(capture, "bus_disconnected")) == 1
+    assert len(events(capture, "bus_reconnected")) == 1
+    assert len(events(capture, "bus_ack_failed")) == 1
+    if data_lost:
+        assert [e["topic"] for e in events(capture, "bus_group_recreated")] == [TOPIC]
+
+
+def test_ack_from_another_thread(make_bus: BusFactory, raw: redis.Redis) -> None:
+    bus = make_bus()
+    for i in range(20):
+        bus.publish(TOPIC, b"%d" % i)
+    subscription = bus.subscribe([TOPIC])
+    deliveries = receive_n(subscription, 20)
+    assert pending_count(raw) == 20
+
+    acker = threading.Thread(target=lambda: [d.ack() for d in deliveries])
+    acker.start()
+    assert subscription.receive(timeout_s=0.5) is None  # reading concurrently with the acks
+    acker.join(10)
+    assert not acker.is_alive()
+    assert pending_count(raw) == 0
+    subscription.close()
+
+
+def test_maxlen_keeps_the_stream_bounded(make_bus: BusFactory, raw: redis.Redis) -> None:
+    maxlen = 100
+    bus = make_bus(maxlen=maxlen)
+    for i in range(3 * maxlen):
+        bus.publish(TOPIC, b"%d" % i)
+    # "MAXLEN ~" trims whole radix-tree nodes, so up to one node's worth of entries may remain
+    node_entries = int(raw.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    assert maxlen <= raw.xlen(TOPIC) <= maxlen + node_entries
+
+
+def test_takes_over_entries_left_pending_by_another_consumer(make_bus: BusFactory) -> None:
+    old_bus = make_bus(consumer="old-name")
+    for i in range(3):
+        old_bus.publish(TOPIC, b"%d" % i)
+    old = old_bus.subscribe([TOPIC])
+    receive_n(old, 3)
+    old.close()
+
+    new = make_bus(consumer="new-name", claim_idle_ms=0).subscribe([TOPIC])
+    assert payloads(receive_n(new, 3)) == [b"0", b"1", b"2"]
+    new.close()
+
+
+def test_reconnect_redelivers_a_lost_read_but_not_what_the_node_holds(
+    make_bus: BusFactory, raw: redis.Redis
+) -> None:
+    bus = make_bus()
+    for i in range(2):
+        bus.publish(TOPIC, b"%d" % i)
+    subscription = bus.subscribe([TOPIC])
+    held = receive_n(subscription, 2)
+    for i in range(2, 5):
+        bus.publish(TOPIC, b"%d" % i)
+    # A reply lost on the wire: Redis marks entries delivered to this consumer, the node never sees them.
+    lost = raw.xreadgroup(GROUP, GROUP, {TOPIC: ">"}, count=10)
+    assert len(lost[0][1]) == 3
+    raw.client_kill_filter(_type="normal", skipme=True)
+
+    assert payloads(receive_n(subscription, 3)) == [b"2", b"3", b"4"]
+    assert subscription.receive(timeout_s=0.5) is None
+    for delivery in held:
+        delivery.ack()
+    assert pending_count(raw) == 3
+    subscription.close()
+
+
+def test_factory_opens_a_stream_bus_named_after_the_node(settings: RedisSettings, log: Any) -> None:
+    bus = open_bus(settings, "stream", log, node_name="aggregator-1")
+    assert isinstance(bus, RedisStreamBus)
+    bus.close()
+    with pytest.raises(ValueError, match="node's name"):
+        open_bus(settings, "stream", log)
