@@ -8,6 +8,7 @@ import pytest
 from msightd.sample import write_sample_video
 from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint, redis_for_test
+from tests.support.rtsp import RtspServer, rtsp_server_available
 
 
 @pytest.fixture
@@ -30,3 +31,14 @@ def processes() -> Iterator[list[Proc]]:
     yield started
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def rtsp_camera() -> Iterator[RtspServer]:
+    """A real RTSP server on loopback serving a live 640x480 @ 10 fps H.264 test pattern."""
+    reason = rtsp_server_available()
+    if reason is not None:
+        pytest.fail(f"RTSP test server unavailable: {reason} (scripts/system-deps test installs it)", pytrace=False)
+    with RtspServer(width=640, height=480, fps=10) as server:
+        server.wait_until_readable(timeout_s=30)
+        yield server

@@ -19,6 +19,8 @@ skip whatever was published before the group existed, which, after a broker rest
 persistence, is whatever the producers published between the restart and this consumer's next read.
 Creating at ``0`` loses nothing; the price is that a brand-new consumer node first processes the
 retained history (at most ``maxlen`` entries) of a stream that already existed.
+
+Needs Redis >= 6.2 (``XAUTOCLAIM``).
 """
 
 from __future__ import annotations
@@ -294,10 +296,10 @@ class StreamSubscription:
 
     def _fill(self, remaining_s: float) -> None:
         """Buffer the next entries: the pending list first after a (re)connection, then new ones."""
-        if not self._synced:
-            self._sync()
-        self._acks.retry_parked()
         try:
+            if not self._synced:
+                self._sync()
+            self._acks.retry_parked()
             if self._replay:
                 self._read_pending()
             else:

@@ -92,7 +92,7 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
             )
             return EXIT_CONFIG
     settings = resolve_redis_settings(host.redis_url)
-    bus = open_bus(settings, host.transport, log)
+    bus = open_bus(settings, host.transport, log, node_name=options.name)
     _check_broker(settings, log)
     runtime = NodeRuntime(
         bus=bus,

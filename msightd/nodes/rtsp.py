@@ -51,7 +51,7 @@ class RtspSourceConfig:
     open_timeout_s: float = 5.0
     read_timeout_s: float = 2.0
     reconnect_delay_s: float = 0.25
-    reconnect_delay_max_s: float = 2.0
+    reconnect_delay_max_s: float = 1.0
     backlog_frames: int = 300
 
     def validate(self) -> None:
@@ -94,6 +94,7 @@ class RtspSourceNode:
         self._publish_retry_at = 0.0
         self._summary = PeriodicSummary(runtime)
         self._last_frame_at: float | None = None
+        self._source_lost = False
         self._frames_published = 0
 
     # -- capture ---------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class RtspSourceNode:
                         self._log.info("source_finished", file=config.file_path)
                         return True
                     self._log.warning("source_lost", url=self._redacted_url(), hint="camera stopped sending")
+                    self._source_lost = True
                     return False
             if frame_interval_s:
                 next_due += frame_interval_s
@@ -214,11 +216,12 @@ class RtspSourceNode:
         self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
 
     def _note_gap(self, captured_at: float) -> None:
-        """Report an outage when frames resume after a loss; normal frame spacing is not a gap."""
+        """Report an outage when frames resume after a loss (or after an unusually long silence)."""
         last = self._last_frame_at
         self._last_frame_at = captured_at
         gap_s = captured_at - last if last is not None else 0.0
-        if gap_s > GAP_THRESHOLD_S:
+        was_lost, self._source_lost = self._source_lost, False
+        if last is not None and (was_lost or gap_s > GAP_THRESHOLD_S):
             self._metrics.source_gaps.labels(self._metrics.node, self._sensor).inc()
             self._metrics.source_gap_seconds.labels(self._metrics.node, self._sensor).inc(gap_s)
             self._log.warning("source_gap", gap_seconds=round(gap_s, 3), msg=f"no frames for {gap_s:.1f} s")

@@ -6,6 +6,7 @@ GStreamer apt packages, so an unavailable server means a broken environment.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -34,7 +35,7 @@ def _read_frames(url: str, count: int) -> list[np.ndarray]:
     cap = open_capture(url)
     try:
         assert cap.isOpened(), f"OpenCV could not open {url}"
-        frames = []
+        frames: list[np.ndarray] = []
         for _ in range(count):
             ok, frame = cap.read()
             assert ok, f"read() failed after {len(frames)} frames from {url}"
@@ -59,7 +60,7 @@ def test_testsrc_frames_have_expected_shape_and_move(server: RtspServer) -> None
     # The ball and the timestamp overlay move: consecutive frames must differ.
     changed = [
         np.count_nonzero(np.abs(a.astype(np.int16) - b.astype(np.int16)) > 40) > 50
-        for a, b in zip(frames, frames[1:], strict=False)
+        for a, b in itertools.pairwise(frames)
     ]
     assert sum(changed) >= 0.9 * len(changed), f"frames did not change over time: {changed}"
 

@@ -200,7 +200,7 @@ class RtspServer:
         self._close_stderr()
         # stderr goes to a file, not a pipe: GStreamer may log a lot and nobody
         # drains a pipe once we are running, which would eventually block the server.
-        self._stderr = tempfile.TemporaryFile(prefix="rtsp_srv_")
+        self._stderr = tempfile.TemporaryFile(prefix="rtsp_srv_")  # noqa: SIM115 - closed in stop()
         cmd = self._command()
         try:
             self._proc = subprocess.Popen(
@@ -221,11 +221,13 @@ class RtspServer:
             stderr = self.stderr_text()
             self._reap()
             self._close_stderr()
-            hint = " (GStreamer RTSP server missing)" if status == _EXIT_MISSING_DEPS else ""
-            raise RuntimeError(
-                f"RTSP server did not become ready within {self.ready_timeout_s:.0f}s{hint}: "
-                f"exit status={status}, stdout={line!r}, command={cmd!r}, stderr:\n{stderr}"
-            )
+            if status is None:
+                what = f"did not print READY within {self.ready_timeout_s:.0f}s (killed)"
+            else:
+                what = f"exited with status {status} before READY"
+                if status == _EXIT_MISSING_DEPS:
+                    what += " (GStreamer RTSP server missing)"
+            raise RuntimeError(f"RTSP server {what}; stdout={line!r}; command={cmd!r}; stderr:\n{stderr}")
         self._port = int(line.split()[1])
         return self
 

@@ -13,28 +13,35 @@ Sources
 ``--source testsrc`` (default)
     ``videotestsrc is-live=true pattern=ball`` + ``timeoverlay`` at
     ``--width/--height/--fps``, encoded by ``x264enc tune=zerolatency
-    speed-preset=ultrafast key-int-max=<fps>`` (one IDR per second), so a
-    client can join at any time and every frame differs from the previous one.
-    Measured: ~5-7 % of one CPU core at 640x480@10 fps.
+    speed-preset=ultrafast key-int-max=<fps>`` (one IDR per second, so a client
+    can join at any time; every frame differs from the previous one).
+    ``sliced-threads=false threads=1``: with zerolatency's default sliced
+    threads, IDR frames come out as 2 slices that rtph264pay/ffmpeg turn into 2
+    packets, and OpenCV then returns ~1 duplicated frame per second (11 fps
+    instead of 10).  Measured server CPU (one core = 100 %): ~6 % at
+    640x480@10, ~17 % at 1280x960@10.
 
 ``--source file --file clip.mp4``
-    An H.264 MP4 streamed forever in a loop *without re-encoding*.  The
+    An H.264 MP4/MOV streamed forever in a loop *without re-encoding*.  Its
     access units are demuxed once into memory (``qtdemux ! h264parse`` to
-    byte-stream/AU with SPS/PPS in front of every IDR) and then pushed by an
+    byte-stream AUs with SPS/PPS in front of every IDR) and pushed by an
     ``appsrc is-live=true`` with timestamps shifted by ``loop * clip_duration``,
-    so PTS/DTS (and hence RTP timestamps) keep increasing across loop
-    boundaries; ``clocksync`` paces the stream at the clip's native rate.
-    Measured with the 1280x960@10 fps ``mcity_gs_main_stadium1.mp4`` (5.3 MB):
-    ~1 % of one CPU core while a client reads.  Why not the alternatives:
-    seeking ``filesrc ! qtdemux`` back to 0 on EOS restarts the RTP
-    timestamps (ffmpeg/OpenCV clients stall or mis-time frames), and
-    decoding + re-encoding with x264 costs ~10x more CPU for no benefit.
-    The clip must be H.264 and is held in memory, so keep it short (tens of MB);
-    its GOP structure is kept, so a late client waits for the clip's next IDR.
+    so PTS/DTS and hence RTP timestamps keep increasing across loop seams;
+    ``clocksync`` paces the stream at the clip's native rate.  Measured with
+    ``mcity_gs_main_stadium1.mp4`` (1280x960@10, 110 frames, 5.3 MB): ~1 % CPU,
+    an OpenCV client reads 10.00 fps over 25 s / two loop seams, max frame gap
+    0.11 s.  Alternatives measured and rejected: seeking ``filesrc ! qtdemux``
+    back to 0 on EOS restarts the RTP timestamps; decoding + re-encoding with
+    x264 (ultrafast) costs ~19 % CPU.  Caveats: the clip must be H.264 and is
+    held in memory (keep it to tens of MB); its GOP/B-frames are kept, so a
+    client joining mid-GOP may get a few undecodable/garbled frames until the
+    clip's next IDR (the mcity clips have one per second).
 
-The media factory is shared: every client of one server reads the same stream
-(a single pipeline runs while at least one client is connected; it restarts
-from the clip's start / a fresh encoder once all clients have gone).
+Pipeline lifetime: the media factory is shared, so all clients of a server read
+one pipeline.  It is built when the first client connects and then kept running
+until the server exits (see ``_keep_media_prepared``), like a real camera: the
+idle CPU cost equals the streaming cost above, and reconnecting clients join the
+running stream instead of racing its teardown.
 
 Protocol with the parent (see ``tests/support/rtsp.py``): exactly one line
 ``READY <port>`` on stdout once the server socket is bound and listening
@@ -47,9 +54,10 @@ only that check); exit status 1 means a runtime error (bad file, port in use...)
 from __future__ import annotations
 
 import argparse
+import itertools
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 APT_PACKAGES = (
     "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
@@ -74,7 +82,7 @@ EXIT_RUNTIME_ERROR = 1
 _WHOLE_BUFFER = 2**64 - 1  # gsize -1: copy_region up to the end
 
 
-def _fail(message: str, status: int) -> None:
+def _fail(message: str, status: int) -> NoReturn:
     print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
@@ -89,8 +97,7 @@ def _load_gstreamer() -> tuple[Any, Any, Any]:
         from gi.repository import GLib, Gst, GstRtspServer
     except (ImportError, ValueError) as exc:
         _fail(
-            f"GStreamer RTSP server not available to {sys.executable} ({exc}); "
-            f"install: apt-get install {APT_PACKAGES}",
+            f"GStreamer RTSP server not available to {sys.executable} ({exc}); install: apt-get install {APT_PACKAGES}",
             EXIT_MISSING_DEPS,
         )
     Gst.init(None)
@@ -131,7 +138,7 @@ def _testsrc_launch(args: argparse.Namespace) -> str:
     return (
         f"( videotestsrc is-live=true pattern={args.pattern} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
-        "! timeoverlay halignment=left valignment=top font-desc=\"Sans 24\" "
+        '! timeoverlay halignment=left valignment=top font-desc="Sans 24" '
         "! videoconvert ! video/x-raw,format=I420 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} sliced-threads=false threads=1 "
         "! video/x-h264,profile=constrained-baseline "
@@ -164,32 +171,32 @@ class _Clip:
             msg = bus.pop_filtered(Gst.MessageType.ERROR)
             if msg is not None:
                 err, _dbg = msg.parse_error()
-                raise RuntimeError(f"cannot read {path} as an H.264 MP4: {err.message}")
+                raise RuntimeError(f"cannot read {path} as an MP4/MOV with H.264 video: {err.message}")
         finally:
             pipeline.set_state(Gst.State.NULL)
         if not self.buffers:
             raise RuntimeError(f"no H.264 video found in {path}")
-        ts = [b.dts if b.dts != Gst.CLOCK_TIME_NONE else b.pts for b in self.buffers]
-        ends = [
-            b.pts + (b.duration if b.duration != Gst.CLOCK_TIME_NONE else 0)
-            for b in self.buffers
-            if b.pts != Gst.CLOCK_TIME_NONE
-        ]
-        if Gst.CLOCK_TIME_NONE in ts or not ends:
+        none = Gst.CLOCK_TIME_NONE
+        ts = [b.dts if b.dts != none else b.pts for b in self.buffers]
+        pts = sorted(b.pts for b in self.buffers if b.pts != none)
+        if none in ts or len(pts) != len(self.buffers):
             raise RuntimeError(f"{path}: H.264 samples without timestamps")
+        # Frame duration for samples without one (qtdemux normally sets it).
+        steps = sorted(b - a for a, b in itertools.pairwise(pts) if b > a)
+        default_duration = steps[len(steps) // 2] if steps else Gst.SECOND // 10
+        ends = [b.pts + (b.duration if b.duration != none else default_duration) for b in self.buffers]
         self.first_ts: int = min(ts)
-        # Loop period: from the earliest decode time to the end of the last frame,
-        # so that frame spacing across the loop seam equals the clip's frame duration.
-        self.duration: int = max(ends) - min(b.pts for b in self.buffers if b.pts != Gst.CLOCK_TIME_NONE)
-        if self.duration <= 0:
-            raise RuntimeError(f"{path}: clip has zero duration")
+        # Loop period = presentation span including the last frame's duration, so the
+        # frame spacing across the loop seam equals the clip's frame duration.
+        self.duration: int = max(ends) - pts[0]
 
 
 class _LoopFeeder:
     """Feeds one media's appsrc with the clip, looping with ever-increasing timestamps.
 
-    One feeder per media pipeline (a new one each time the shared media is
-    re-created), so its state is never shared between pipelines.
+    One feeder per media pipeline, created in ``media-configure``; it runs in
+    that pipeline's appsrc streaming thread only.  Timestamps are anchored to the
+    pipeline's running time when the first buffer is requested.
     """
 
     def __init__(self, Gst: Any, clip: _Clip) -> None:
@@ -297,12 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     server.get_mount_points().add_factory(args.mount, factory)
 
     loop = GLib.MainLoop()
+    # create_source() + attach() is what server.attach() does, but it reports why
+    # binding failed (e.g. "Address already in use") instead of just returning 0.
     try:
-        source_id = server.attach(None)
+        source = server.create_source(None)
     except GLib.Error as exc:
         _fail(f"cannot listen on {args.host}:{args.port}: {exc.message}", EXIT_RUNTIME_ERROR)
-    if not source_id:
-        _fail(f"cannot listen on {args.host}:{args.port}", EXIT_RUNTIME_ERROR)
+    source.attach(None)
 
     def on_signal(*_: Any) -> bool:
         loop.quit()
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"READY {server.get_bound_port()}", flush=True)
     loop.run()
-    GLib.source_remove(source_id)
+    source.destroy()
     return 0
 
 
