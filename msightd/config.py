@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from msightd.bus import TRANSPORTS
+from msightd.bus.router import TopicSettings
 from msightd.nodes import NODE_KINDS
 from msightd.nodes.base import ConfigError
 
 RESTART_MODES = ("always", "on-failure", "never")
+#: The daemon's own pipelines default to durable streams: nothing is lost while a node restarts.
+DEFAULT_TRANSPORT = "stream"
+#: Stream length bounds per payload: ~1000 frames (100-250 MB at 1280x960 JPEG), ~100 segments (100-300 MB).
+DEFAULT_MAXLEN = {"frames": 1000, "segments": 100}
 DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9464
 
@@ -58,7 +63,8 @@ class NodeSpec:
     kind: str
     options: Any
     restart: RestartPolicy
-    transport: str = "pubsub"
+    #: The node's topics and how each travels (resolved from [redis] transport and [topics]).
+    topics: tuple[tuple[str, TopicSettings], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,8 @@ class DaemonConfig:
     path: str
     nodes: tuple[NodeSpec, ...]
     redis_url: str | None = None
-    transport: str = "pubsub"
+    transport: str = DEFAULT_TRANSPORT
+    topics: Mapping[str, TopicSettings] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     grace_period_s: float = 20.0
@@ -151,14 +158,14 @@ def build_options(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
     if validate is not None:
         try:
             validate()
-        except ConfigError as exc:
+        except ValueError as exc:  # ConfigError and the like: one sentence naming the option
             raise ConfigFileError([f"{where}: {exc}"]) from exc
     return instance
 
 
 # -- the daemon file -----------------------------------------------------------------------------
 
-_TOP_LEVEL = ("redis", "metrics", "logging", "daemon", "defaults", "nodes")
+_TOP_LEVEL = ("redis", "metrics", "logging", "daemon", "defaults", "topics", "nodes")
 _RESTART_KEYS = option_names(RestartPolicy)
 
 
@@ -200,7 +207,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
 
     redis_table = section("redis")
     redis_url = redis_table.pop("url", None)
-    transport = redis_table.pop("transport", "pubsub")
+    transport = redis_table.pop("transport", DEFAULT_TRANSPORT)
     if redis_url is not None and not (isinstance(redis_url, str) and "://" in redis_url):
         problems.append(f"{where}: [redis] key 'url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
     if transport not in TRANSPORTS:
@@ -221,12 +228,21 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         problems.append(f"{where}: [daemon] unknown key {key!r}; allowed keys: grace_period_s, runtime_dir")
 
     defaults = section("defaults")
-    every_option = set(_RESTART_KEYS) | {"transport"}
+    every_option = set(_RESTART_KEYS)
     for kind in NODE_KINDS.values():
         every_option |= set(option_names(kind.config_class))
     for key in defaults:
         if key not in every_option or key == "name":
             problems.append(f"{where}: [defaults] unknown key {key!r}; allowed: restart policy keys and node options")
+
+    topics: dict[str, TopicSettings] = {}
+    for topic, table in section("topics").items():
+        if not isinstance(table, dict):
+            problems.append(f"{where}: [topics.{topic}] must be a table with transport and/or maxlen")
+            continue
+        settings = attempt(build_options, TopicSettings, table, f"{where}: [topics.{topic}]")
+        if settings is not None:
+            topics[topic] = settings
 
     raw_nodes = document.get("nodes", [])
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -235,7 +251,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
     nodes: list[NodeSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_nodes):
-        spec = attempt(_parse_node, raw, index, defaults, transport, where)
+        spec = attempt(_parse_node, raw, index, defaults, where)
         if spec is None:
             continue
         if spec.name in seen:
@@ -244,11 +260,13 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         nodes.append(spec)
     if problems:
         raise ConfigFileError(problems)
+    nodes = [dataclasses.replace(n, topics=_node_topics(n, topics, transport)) for n in nodes]
     return DaemonConfig(
         path=where,
         nodes=tuple(nodes),
         redis_url=redis_url,
         transport=transport,
+        topics=topics,
         metrics=metrics,
         logging=logging_config,
         grace_period_s=float(grace),
@@ -257,7 +275,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
     )
 
 
-def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], transport: str, where: str) -> NodeSpec:
+def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], where: str) -> NodeSpec:
     if not isinstance(raw, dict):
         raise ConfigFileError([f"{where}: [[nodes]] entry {index + 1} must be a table"])
     name = raw.get("name")
@@ -269,11 +287,8 @@ def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], transport: st
         raise ConfigFileError([f"{label}: key 'kind' must be one of {', '.join(NODE_KINDS)}, got {kind_name!r}"])
     kind = NODE_KINDS[kind_name]
     node_keys = set(option_names(kind.config_class))
-    merged = {k: v for k, v in defaults.items() if k in node_keys or k in _RESTART_KEYS or k == "transport"}
+    merged = {k: v for k, v in defaults.items() if k in node_keys or k in _RESTART_KEYS}
     merged.update({k: v for k, v in raw.items() if k != "kind"})
-    node_transport = merged.pop("transport", transport)
-    if node_transport not in TRANSPORTS:
-        raise ConfigFileError([f"{label}: key 'transport' must be one of {', '.join(TRANSPORTS)}"])
     restart_raw = {k: merged.pop(k) for k in list(merged) if k in _RESTART_KEYS}
     problems: list[str] = []
     options: Any = None
@@ -288,7 +303,17 @@ def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], transport: st
         problems.extend(exc.problems)
     if problems:
         raise ConfigFileError(problems)
-    return NodeSpec(name=name, kind=kind_name, options=options, restart=restart, transport=node_transport)
+    return NodeSpec(name=name, kind=kind_name, options=options, restart=restart)
+
+
+def _node_topics(
+    node: NodeSpec, explicit: Mapping[str, TopicSettings], transport: str
+) -> tuple[tuple[str, TopicSettings], ...]:
+    carried = NODE_KINDS[node.kind].topics(node.options)
+    return tuple(
+        (topic, explicit.get(topic) or TopicSettings(transport, DEFAULT_MAXLEN[payload]))  # type: ignore[arg-type]
+        for topic, payload in sorted(carried.items())
+    )
 
 
 def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
@@ -302,4 +327,11 @@ def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
                 f"{where}: node {node.name!r}: subscribe_topic {topic!r} is published by no node in this file "
                 "(fine only if another program publishes it)"
             )
+        buffer_size = getattr(node.options, "buffer_size", 0)
+        for name, settings in node.topics:
+            if settings.transport == "stream" and name == topic and settings.maxlen < 2 * buffer_size:
+                warnings.append(
+                    f"{where}: topic {name!r}: maxlen {settings.maxlen} is under twice node {node.name!r}'s "
+                    f"buffer_size ({buffer_size}); unacknowledged frames may be trimmed before they are encoded"
+                )
     return warnings

@@ -192,7 +192,7 @@ class Supervisor:
             "options": dataclasses.asdict(spec.options),
             "host": {
                 "redis_url": self._env.redis_url,
-                "transport": spec.transport,
+                "topics": {topic: dataclasses.asdict(settings) for topic, settings in spec.topics},
                 "log_level": self._env.log_level,
                 "log_format": self._env.log_format,
                 "summary_interval_s": self._env.summary_interval_s,
@@ -360,7 +360,7 @@ class Supervisor:
                 )
             self._notifier.ready("reload refused")
             return
-        for section in ("redis_url", "transport", "metrics", "logging", "runtime_dir"):
+        for section in ("redis_url", "metrics", "logging", "runtime_dir"):
             if getattr(new, section) != getattr(self.config, section):
                 self._log.warning(
                     "reload_needs_restart", setting=section, msg=f"{section} changed: restart the daemon to apply it"
@@ -387,7 +387,7 @@ class Supervisor:
             node.start_times.clear()
             node.consecutive_failures = 0
             self._nodes[name] = node
-        self.config = dataclasses.replace(new, redis_url=self.config.redis_url, transport=self.config.transport)
+        self.config = dataclasses.replace(new, redis_url=self.config.redis_url)
         for node in self._start_order_nodes():
             if node.spec.name in changed + added + failed:
                 self._start(node)

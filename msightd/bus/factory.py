@@ -15,6 +15,7 @@ def open_bus(
     transport: str,
     log: structlog.typing.FilteringBoundLogger,
     node_name: str | None = None,
+    maxlen: int | None = None,
 ) -> Bus:
     """``node_name`` is required by the ``stream`` transport: it names both the node's consumer group and
     its consumer, which must survive restarts so unacknowledged entries come back to the same node."""
@@ -23,5 +24,7 @@ def open_bus(
     if transport == "stream":
         if not node_name:
             raise ValueError("the stream transport needs the node's name (its consumer group and consumer name)")
-        return RedisStreamBus(settings, log, consumer_group=node_name, consumer_name=node_name)
+        if maxlen is None:
+            return RedisStreamBus(settings, log, consumer_group=node_name, consumer_name=node_name)
+        return RedisStreamBus(settings, log, consumer_group=node_name, consumer_name=node_name, maxlen=maxlen)
     raise ValueError(f"unknown transport {transport!r}")

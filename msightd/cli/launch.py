@@ -14,13 +14,15 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from msightd import __version__
+from msightd.bus import TRANSPORTS
+from msightd.bus.router import DEFAULT_STREAM_MAXLEN
 from msightd.config import ConfigFileError, build_options, option_names
 from msightd.logs import LOG_FORMATS, LOG_LEVELS
 from msightd.nodes import NODE_KINDS
 from msightd.nodes.host import HostOptions, run_node
 from msightd.video import CODECS, X264_PRESETS
 
-_HOST_FIELDS = ("redis_url", "log_level", "log_format", "metrics_port", "transport")
+_HOST_FIELDS = ("redis_url", "log_level", "log_format", "metrics_port", "transport", "stream_maxlen")
 
 
 def _common_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,18 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
         help="console (MSight's line shape) on a terminal, JSON lines otherwise",
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="pubsub",
+        help="pubsub (MSight's, default) or stream (Redis Streams: durable, acknowledged)",
+    )
+    parser.add_argument(
+        "--stream-maxlen",
+        type=int,
+        default=DEFAULT_STREAM_MAXLEN,
+        help=f"entries a stream topic keeps (default {DEFAULT_STREAM_MAXLEN})",
+    )
     parser.add_argument("--version", action="version", version=f"msightd {__version__}")
 
 
@@ -118,6 +132,8 @@ def _launch(kind: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
         log_level=args["log_level"],
         log_format=args["log_format"],
         metrics_port=args["metrics_port"],
+        transport=args["transport"],
+        stream_maxlen=args["stream_maxlen"],
         frame_log_level=logging.INFO,
     )
     node_options: dict[str, Any] = {k: v for k, v in args.items() if k not in _HOST_FIELDS and v is not None}

@@ -24,6 +24,9 @@ class NodeKind:
     stage: int
     publishes: str | None
     subscribes: str | None
+    #: What travels on the published / subscribed topic: "frames" or "segments" (sets stream defaults).
+    publishes_payload: str | None = None
+    subscribes_payload: str | None = None
 
     def published_topic(self, options: Any) -> str | None:
         return getattr(options, self.publishes) if self.publishes else None
@@ -31,19 +34,25 @@ class NodeKind:
     def subscribed_topic(self, options: Any) -> str | None:
         return getattr(options, self.subscribes) if self.subscribes else None
 
+    def topics(self, options: Any) -> dict[str, str]:
+        """The node's topics and what they carry (``frames`` / ``segments``)."""
+        found = {}
+        if self.publishes:
+            found[getattr(options, self.publishes)] = self.publishes_payload or "frames"
+        if self.subscribes:
+            found[getattr(options, self.subscribes)] = self.subscribes_payload or "frames"
+        return found
+
 
 NODE_KINDS: dict[str, NodeKind] = {
     kind.name: kind
     for kind in (
-        NodeKind("rtsp", RtspSourceConfig, RtspSourceNode, 0, "publish_topic", None),
-        NodeKind(
-            "image_to_video_aggregator",
-            AggregatorConfig,
-            ImageToVideoAggregatorNode,
-            1,
-            "publish_topic",
-            "subscribe_topic",
-        ),
-        NodeKind("video_local_dumper", DumperConfig, VideoLocalDumperNode, 2, None, "subscribe_topic"),
+        NodeKind("rtsp", RtspSourceConfig, RtspSourceNode, stage=0, publishes="publish_topic", subscribes=None,
+                 publishes_payload="frames"),
+        NodeKind("image_to_video_aggregator", AggregatorConfig, ImageToVideoAggregatorNode, stage=1,
+                 publishes="publish_topic", subscribes="subscribe_topic",
+                 publishes_payload="segments", subscribes_payload="frames"),
+        NodeKind("video_local_dumper", DumperConfig, VideoLocalDumperNode, stage=2, publishes=None,
+                 subscribes="subscribe_topic", subscribes_payload="segments"),
     )
-}
+}  # fmt: skip

@@ -13,13 +13,14 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from msightd.bus.connection import resolve_redis_settings
-from msightd.bus.factory import open_bus
+from msightd.bus.router import DEFAULT_STREAM_MAXLEN, TopicRouter, TopicSettings
 from msightd.identity import device_name
 from msightd.logs import configure_logging, get_logger
 from msightd.metrics import NodeMetrics
@@ -36,7 +37,10 @@ class HostOptions:
     """How the hosting process runs a node (not part of the node's own config)."""
 
     redis_url: str | None = None
+    #: Transport of topics not listed in ``topics`` (the launch commands: MSight's pub/sub by default).
     transport: str = "pubsub"
+    stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_level: str = "info"
     log_format: str = "auto"
     metrics_host: str = "127.0.0.1"
@@ -92,7 +96,13 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
             )
             return EXIT_CONFIG
     settings = resolve_redis_settings(host.redis_url)
-    bus = open_bus(settings, host.transport, log, node_name=options.name)
+    bus = TopicRouter(
+        settings,
+        log,
+        options.name,
+        topics={name: TopicSettings(**value) for name, value in host.topics.items()},
+        default=TopicSettings(host.transport, host.stream_maxlen),  # type: ignore[arg-type]
+    )
     _check_broker(settings, log)
     runtime = NodeRuntime(
         bus=bus,
@@ -109,7 +119,8 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
     except ConfigError as exc:
         log.error("invalid_config", msg=str(exc))
         return EXIT_CONFIG
-    log.info("node_started", kind=kind, pid=os.getpid(), broker=settings.describe(), transport=host.transport)
+    topics = {topic: bus.settings_for(topic).transport for topic in NODE_KINDS[kind].topics(options)}
+    log.info("node_started", kind=kind, pid=os.getpid(), broker=settings.describe(), transports=topics)
     try:
         code: int = node.run()
     finally:

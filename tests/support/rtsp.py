@@ -13,9 +13,10 @@ Typical use::
         ...  # point msightd at cam.url
         cam.restart()  # camera outage: same URL/port comes back
 
-Measured on a 2-core CI-like VM: ``READY`` after ~0.1 s, first decoded frame
+Measured on a 2-core dev VM: ``READY`` after ~0.1 s, first decoded frame
 ~0.4-0.6 s later; server CPU ~6 % of a core for 640x480@10 testsrc, ~17 % for
-1280x960@10 testsrc, ~1 % for the looped 1280x960@10 MP4 (no re-encoding).
+1280x960@10 testsrc, ~1 % for the looped 1280x960@10 MP4 (no re-encoding); the
+pipeline keeps running (and costing that) from the first client until stop().
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
-
 
 from msightd.messages import SegmentMessage
 from msightd.nodes.dumper import SegmentWriter
