@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,10 +60,9 @@ class Proc:
         events = []
         for line in self.text().splitlines():
             if line.startswith("{"):
-                try:
+                # a line cut by a crash is not an event
+                with contextlib.suppress(json.JSONDecodeError):
                     events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
         return events
 
     def has_event(self, name: str) -> list[dict[str, Any]]:
