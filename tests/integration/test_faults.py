@@ -1,0 +1,243 @@
+"""Fault injection against real processes: crashes, a broker restart, malformed floods, a full disk.
+
+Each test prints the figures the README's reliability section reports (run with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import redis
+
+from msightd.messages import decode_frame
+from msightd.video import probe_video
+from tests.integration.daemon import pipeline_toml, running_daemon
+from tests.integration.pipeline import launch, segments_on_disk
+from tests.integration.test_observability import scrape, total
+from tests.support.processes import Proc, wait_for
+from tests.support.redis import RedisEndpoint
+
+
+def published_frame_ids(redis_url: str, topic: str) -> list[int]:
+    """Frame ids the broker accepted on a stream topic (what the pipeline owes to disk)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [decode_frame(fields[b"d"]).frame_id for _, fields in client.xrange(topic)]
+    finally:
+        client.close()
+
+
+def assert_complete_segments(save_dir: Path) -> list[tuple[Path, dict[str, object]]]:
+    segments = segments_on_disk(save_dir)
+    for video, meta in segments:
+        assert probe_video(video).frame_count == meta["frame_count"], f"{video.name} is partial"
+    leftovers = [p.name for p in save_dir.iterdir() if p.suffix not in (".mp4", ".json")]
+    assert not leftovers, f"temp files left behind: {leftovers}"
+    assert len(list(save_dir.glob("*.mp4"))) == len(segments), "an MP4 without its JSON"
+    return segments
+
+
+def test_repeated_kill_9_of_every_node_loses_and_duplicates_nothing(
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    config = lambda d, p: pipeline_toml(sample_video, d, p, buffer_size=20, redis_url=redis_server.url)  # noqa: E731
+    victims = ["image_aggregator", "video_dumper", "rtsp_node"] * 2
+    recoveries = []
+    with running_daemon(config, tmp_path, processes) as daemon:
+        wait_for(lambda: segments_on_disk(tmp_path / "videos"), 60, "a first segment")
+        for victim in victims:
+            old_pid = daemon.nodes()[victim]["pid"]
+            os.kill(old_pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            wait_for(
+                lambda v=victim, o=old_pid: (
+                    daemon.nodes()[v]["state"] == "running"  # type: ignore[misc]
+                    and daemon.nodes()[v]["pid"] != o
+                ),
+                60,
+                f"{victim} to come back",
+            )
+            recoveries.append(time.monotonic() - killed_at)
+            time.sleep(2.5)
+        restarts = {name: node["restarts"] for name, node in daemon.nodes().items()}
+        daemon.proc.process.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(90) == 0
+    assert restarts == {"rtsp_node": 2, "image_aggregator": 2, "video_dumper": 2}
+
+    published = published_frame_ids(redis_server.url, "rtsp_images")
+    segments = assert_complete_segments(tmp_path / "videos")
+    in_segments = [frame["frame_id"] for _, meta in segments for frame in meta["frames"]]  # type: ignore[attr-defined]
+    lost = set(published) - set(in_segments)
+    duplicated = len(in_segments) - len(set(in_segments))
+    print(
+        f"\nkill -9 x{len(victims)} (each node twice): {len(published)} frames published, {len(segments)} segments, "
+        f"{len(lost)} frames lost, {duplicated} duplicated, recovery {min(recoveries):.1f}-{max(recoveries):.1f} s"
+    )
+    assert not lost, f"{len(lost)} published frames are in no segment"
+    assert duplicated == 0, "a frame is in two segments"
+    assert set(in_segments) <= set(published)
+
+
+def test_broker_restart_mid_run_is_survived_without_a_crash(
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    config = lambda d, p: pipeline_toml(sample_video, d, p, buffer_size=20, redis_url=redis_server.url)  # noqa: E731
+    with running_daemon(config, tmp_path, processes) as daemon:
+        save_dir = tmp_path / "videos"
+        wait_for(lambda: segments_on_disk(save_dir), 60, "a first segment")
+        pids = {name: node["pid"] for name, node in daemon.nodes().items()}
+        redis_server.stop()
+        down_at = time.monotonic()
+        time.sleep(5)
+        redis_server.start()
+        count = len(segments_on_disk(save_dir))
+        wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 90, "segments after the broker came back")
+        print(f"\nbroker down 5 s: segments resumed {time.monotonic() - down_at - 5:.1f} s after it was back")
+        assert {name: node["pid"] for name, node in daemon.nodes().items()} == pids, "no node crashed"
+        events = [json.loads(line) for line in daemon.proc.text().splitlines()]
+        assert [e for e in events if e["event"] == "bus_disconnected"]
+        assert [e for e in events if e["event"] == "bus_reconnected"]
+        assert_complete_segments(save_dir)
+
+
+def test_a_flood_of_malformed_messages_is_counted_and_survived(
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    config = lambda d, p: pipeline_toml(sample_video, d, p, buffer_size=20, redis_url=redis_server.url)  # noqa: E731
+    junk = [
+        b"",
+        b"\xc1",
+        os.urandom(300),
+        msgpack.packb([1, 2]),
+        msgpack.packb({"data_type": "x"}),
+        msgpack.packb({"data_type": "msight_core.data.image.ImageData", "sensor_name": 5}),
+        msgpack.packb({"data_type": "msight_core.data.video.VideoData", "frame_ids": "x"}),
+    ]
+    with running_daemon(config, tmp_path, processes) as daemon:
+        wait_for(lambda: segments_on_disk(tmp_path / "videos"), 60, "a first segment")
+        pids = {name: node["pid"] for name, node in daemon.nodes().items()}
+        client = redis.Redis.from_url(redis_server.url)
+        for i in range(1000):
+            for topic in ("rtsp_images", "aggregated_video"):
+                client.xadd(topic, {"d": junk[i % len(junk)]}, maxlen=1000, approximate=True)
+        client.close()
+        count = len(segments_on_disk(tmp_path / "videos"))
+        wait_for(lambda: len(segments_on_disk(tmp_path / "videos")) >= count + 2, 60, "segments after the flood")
+        samples = scrape(daemon.metrics_port)
+        assert total(samples, "msightd_malformed_messages_total", node="image_aggregator") == 1000
+        assert total(samples, "msightd_malformed_messages_total", node="video_dumper") == 1000
+        assert {name: node["pid"] for name, node in daemon.nodes().items()} == pids, "no node crashed"
+        lines = [
+            e for e in (json.loads(x) for x in daemon.proc.text().splitlines()) if e["event"] == "malformed_message"
+        ]
+        print(f"\n2000 malformed messages: {len(lines)} log lines, 0 crashes")
+        assert 2 <= len(lines) <= 40, "one line per topic and reason, then rate-limited"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a real file system that really fills up (mounting needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; CI runs as root")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_keeps_segments_until_there_is_room(
+    redis_server: RedisEndpoint, sample_video: Path, tiny_disk: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    url = redis_server.url
+    save_dir = tiny_disk / "videos"
+    filler = tiny_disk / "filler"
+    dumper = launch(
+        processes,
+        tmp_path,
+        "dumper",
+        [
+            "msight_launch_video_local_dumper",
+            "-n",
+            "dumper",
+            "-st",
+            "segs",
+            "--save-dir",
+            str(save_dir),
+            "--transport",
+            "stream",
+        ],
+        url,
+    )
+    launch(
+        processes,
+        tmp_path,
+        "aggregator",
+        [
+            "msight_launch_image_to_video_aggregator",
+            "-n",
+            "agg",
+            "-st",
+            "frames",
+            "-pt",
+            "segs",
+            "--buffer-size",
+            "20",
+            "--transport",
+            "stream",
+        ],
+        url,
+    )
+    wait_for(lambda: dumper.has_event("node_ready"), 60, "the dumper")
+    with filler.open("wb") as file:  # leave almost nothing free
+        try:
+            while True:
+                file.write(b"\0" * 65536)
+        except OSError:
+            pass
+    launch(
+        processes,
+        tmp_path,
+        "rtsp",
+        [
+            "msight_launch_rtsp",
+            "-n",
+            "cam",
+            "-u",
+            str(sample_video),
+            "-pt",
+            "frames",
+            "--sensor-name",
+            "c1",
+            "--loop",
+            "--transport",
+            "stream",
+        ],
+        url,
+    )
+    wait_for(lambda: dumper.has_event("segment_write_failed"), 60, "the full disk to be reported")
+    failures = dumper.has_event("segment_write_failed")
+    assert len(failures) == 1, "one line per outage"
+    assert "No space left on device" in failures[0]["msg"] and "free space" in failures[0]["msg"]
+    time.sleep(3)
+    assert not segments_on_disk(save_dir), "nothing written while full"
+    assert [p.name for p in save_dir.iterdir()] == [], "no partial file under a final name, no temp file left"
+    filler.unlink()
+    wait_for(lambda: dumper.has_event("segment_writes_recovered"), 60, "writes to resume")
+    wait_for(lambda: len(segments_on_disk(save_dir)) >= 3, 60, "the kept segments to be written")
+    segments = assert_complete_segments(save_dir)
+    ids = [f["frame_id"] for _, meta in segments for f in meta["frames"]]  # type: ignore[attr-defined]
+    assert len(ids) == len(set(ids)) and ids == sorted(ids)
+    print(f"\nfull disk: {len(segments)} segments written after space came back, none lost or partial")
+    shutil.rmtree(save_dir, ignore_errors=True)
