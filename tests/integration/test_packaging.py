@@ -1,0 +1,44 @@
+"""What ships in packaging/ is checked by the tools that will read it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from msightd.metrics import NodeMetrics
+from msightd.supervisor_metrics import SupervisorMetrics
+from tests.support.processes import command
+
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here")
+    unit = (PACKAGING / "msightd.service").read_text()
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "NoNewPrivileges=yes" in unit
+    # verify checks that ExecStart exists: point it at this checkout's msightd
+    unit = unit.replace("/opt/msightd/venv/bin/msightd", command("msightd"))
+    path = tmp_path / "msightd.service"
+    path.write_text(unit)
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if "msightd.service" in line]
+    assert result.returncode == 0 and not complaints, result.stdout + result.stderr
+
+
+def test_grafana_dashboard_only_uses_metrics_that_exist() -> None:
+    dashboard = json.loads((PACKAGING / "grafana" / "msightd-dashboard.json").read_text())
+    expressions = json.dumps(dashboard)
+    used = set(re.findall(r"msightd_[a-z_]+", expressions))
+    exported = set()
+    for registry in (NodeMetrics("n").registry, SupervisorMetrics(None).registry):
+        for family in registry.collect():
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+            exported |= {family.name + suffix for suffix in suffixes}
+    assert used, "the dashboard queries msightd metrics"
+    assert used <= exported, f"unknown metrics in the dashboard: {sorted(used - exported)}"
