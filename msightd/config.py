@@ -22,6 +22,7 @@ from msightd.nodes import NODE_KINDS
 from msightd.nodes.base import ConfigError
 
 RESTART_MODES = ("always", "on-failure", "never")
+TLS_KEYS = ("tls_ca_cert_file", "tls_cert_file", "tls_key_file")
 #: The daemon's own pipelines default to durable streams: nothing is lost while a node restarts.
 DEFAULT_TRANSPORT = "stream"
 #: Stream length bounds per payload: ~1000 frames (100-250 MB at 1280x960 JPEG), ~100 segments (100-300 MB).
@@ -88,6 +89,8 @@ class DaemonConfig:
     path: str
     nodes: tuple[NodeSpec, ...]
     redis_url: str | None = None
+    #: TLS files for a ``rediss://`` url, by MSight's variable suffix (``TLS_CA_CERT_FILE``, ...).
+    redis_tls: Mapping[str, str] = field(default_factory=dict)
     transport: str = DEFAULT_TRANSPORT
     topics: Mapping[str, TopicSettings] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -212,8 +215,18 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         problems.append(f"{where}: [redis] key 'url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
     if transport not in TRANSPORTS:
         problems.append(f"{where}: [redis] key 'transport' must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    redis_tls = {}
+    for key in TLS_KEYS:
+        value = redis_table.pop(key, None)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{where}: [redis] key {key!r} must be a file path string")
+        elif value is not None:
+            redis_tls[key.upper()] = value
     for key in redis_table:
-        problems.append(f"{where}: [redis] unknown key {key!r}; allowed keys: transport, url (absent = embedded)")
+        problems.append(
+            f"{where}: [redis] unknown key {key!r}; allowed keys: url (absent = embedded), transport, "
+            + ", ".join(TLS_KEYS)
+        )
 
     metrics = attempt(build_options, MetricsConfig, section("metrics"), f"{where}: [metrics]")
     logging_config = attempt(build_options, LoggingConfig, section("logging"), f"{where}: [logging]")
@@ -265,6 +278,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         path=where,
         nodes=tuple(nodes),
         redis_url=redis_url,
+        redis_tls=redis_tls,
         transport=transport,
         topics=topics,
         metrics=metrics,

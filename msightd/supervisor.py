@@ -223,6 +223,8 @@ class Supervisor:
         }
         if self._env.metrics_dir is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self._env.metrics_dir)
+        # TLS files reach the nodes the way MSight passes them (see msightd.bus.connection)
+        env.update({f"MSIGHT_REDIS_MESSAGE_BROKER_{key}": path for key, path in self.config.redis_tls.items()})
         node.process = subprocess.Popen(
             self._child_command(node.spec), env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )

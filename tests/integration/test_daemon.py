@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from msightd.sample import write_sample_video
 from msightd.video import probe_video
 from tests.integration.daemon import pid_alive, pipeline_toml, running_daemon, short_tempdir
 from tests.integration.pipeline import segments_on_disk
+from tests.support.ports import free_port
 from tests.support.processes import Proc, command, wait_for
 
 
@@ -174,3 +176,33 @@ def test_missing_redis_server_binary_fails_with_the_install_hint(sample_video: P
     )
     assert result.returncode == 2
     assert "apt install redis-server" in result.stderr
+
+
+def test_systemd_notify_ready_and_watchdog(sample_video: Path, tmp_path: Path) -> None:
+    """Type=notify: READY=1 once every node is up, WATCHDOG=1 from the loop, STOPPING=1 on stop."""
+    notify_path = short_tempdir() / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(60)
+    config = tmp_path / "msightd.toml"
+    config.write_text(pipeline_toml(sample_video, tmp_path / "videos", free_port()))
+    daemon = subprocess.Popen(
+        [command("msightd"), "run", "-c", str(config), "--runtime-dir", str(short_tempdir()), "--log-format", "json"],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "1000000"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        messages: list[str] = []
+        while not any(m.startswith("READY=1") for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert "STATUS=3/3 nodes running" in messages[-1]
+        while not any(m == "WATCHDOG=1" for m in messages):
+            messages.append(listener.recv(4096).decode())
+        daemon.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in messages:
+            messages.append(listener.recv(4096).decode())
+        assert daemon.wait(60) == 0
+    finally:
+        daemon.kill()
+        listener.close()

@@ -94,3 +94,16 @@ def test_restart_policy_and_sections_are_checked(tmp_path: Path) -> None:
 def test_unpublished_subscription_is_a_warning_not_an_error(tmp_path: Path) -> None:
     config = load(tmp_path, BASE.replace('subscribe_topic = "frames"', 'subscribe_topic = "nobody"'))
     assert any("'nobody' is published by no node" in w for w in config.warnings)  # type: ignore[attr-defined]
+
+
+def test_redis_tls_files_and_topics(tmp_path: Path) -> None:
+    text = '[redis]\nurl = "rediss://u:p@h:6380/0"\ntls_ca_cert_file = "/etc/ca.pem"\n'
+    text += '[topics.frames]\ntransport = "pubsub"\n[topics.segments]\nmaxlen = 50\n' + BASE
+    config = load(tmp_path, text)
+    assert config.redis_tls == {"TLS_CA_CERT_FILE": "/etc/ca.pem"}  # type: ignore[attr-defined]
+    agg = config.nodes[1]  # type: ignore[attr-defined]
+    topics = dict(agg.topics)
+    assert topics["frames"].transport == "pubsub"
+    assert (topics["segments"].transport, topics["segments"].maxlen) == ("stream", 50)
+    found = problems(tmp_path, '[topics.frames]\ntransport = "carrier-pigeon"\n' + BASE)
+    assert any("[topics.frames]: key 'transport' must be one of 'pubsub', 'stream'" in p for p in found)
