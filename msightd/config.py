@@ -92,7 +92,8 @@ class DaemonConfig:
     #: TLS files for a ``rediss://`` url, by MSight's variable suffix (``TLS_CA_CERT_FILE``, ...).
     redis_tls: Mapping[str, str] = field(default_factory=dict)
     transport: str = DEFAULT_TRANSPORT
-    topics: Mapping[str, TopicSettings] = field(default_factory=dict)
+    #: Explicit [topics.<name>] tables (already validated); nodes carry the resolved settings.
+    topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     grace_period_s: float = 20.0
@@ -248,14 +249,14 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         if key not in every_option or key == "name":
             problems.append(f"{where}: [defaults] unknown key {key!r}; allowed: restart policy keys and node options")
 
-    topics: dict[str, TopicSettings] = {}
+    topics: dict[str, dict[str, Any]] = {}
     for topic, table in section("topics").items():
         if not isinstance(table, dict):
             problems.append(f"{where}: [topics.{topic}] must be a table with transport and/or maxlen")
             continue
-        settings = attempt(build_options, TopicSettings, table, f"{where}: [topics.{topic}]")
-        if settings is not None:
-            topics[topic] = settings
+        # unset keys follow the file: [redis] transport, and the payload's maxlen (resolved per node)
+        if attempt(build_options, TopicSettings, {"transport": transport, **table}, f"{where}: [topics.{topic}]"):
+            topics[topic] = table
 
     raw_nodes = document.get("nodes", [])
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -321,11 +322,11 @@ def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], where: str) -
 
 
 def _node_topics(
-    node: NodeSpec, explicit: Mapping[str, TopicSettings], transport: str
+    node: NodeSpec, explicit: Mapping[str, Mapping[str, Any]], transport: str
 ) -> tuple[tuple[str, TopicSettings], ...]:
     carried = NODE_KINDS[node.kind].topics(node.options)
     return tuple(
-        (topic, explicit.get(topic) or TopicSettings(transport, DEFAULT_MAXLEN[payload]))  # type: ignore[arg-type]
+        (topic, TopicSettings(**{"transport": transport, "maxlen": DEFAULT_MAXLEN[payload], **explicit.get(topic, {})}))
         for topic, payload in sorted(carried.items())
     )
 
