@@ -71,6 +71,7 @@ class SupervisedNode:
     next_start_at: float = 0.0
     start_times: deque[float] = field(default_factory=deque)
     ready_file: Path | None = None
+    past_pids: list[int] = field(default_factory=list)  # whose metrics files are this node's
 
     @property
     def pid(self) -> int | None:
@@ -228,6 +229,7 @@ class Supervisor:
         node.process = subprocess.Popen(
             self._child_command(node.spec), env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
+        node.past_pids.append(node.process.pid)
         node.started_at = time.time()
         node.started_monotonic = now
         self._set_state(node, NodeState.STARTING)
@@ -382,7 +384,7 @@ class Supervisor:
         self._stop_nodes(removed + [self._nodes[name] for name in changed])
         for node in removed:
             del self._nodes[node.spec.name]
-            self._metrics.forget(node.spec.name, [s.value for s in NodeState])
+            self._metrics.forget(node.spec.name, [s.value for s in NodeState], node.past_pids)
         for name in changed + added + failed:
             node = self._nodes.get(name) or SupervisedNode(new_specs[name])
             node.spec = new_specs[name]

@@ -52,8 +52,13 @@ class SupervisorMetrics:
         for candidate in all_states:
             self.state.labels(node, candidate).set(1 if candidate == state else 0)
 
-    def forget(self, node: str, all_states: list[str]) -> None:
-        """Drop a removed node's series so no stale ones stay exported."""
+    def forget(self, node: str, all_states: list[str], pids: list[int]) -> None:
+        """Drop a removed node's series, its own counters included (the files of all its processes),
+        so no stale ones stay exported."""
+        if self._metrics_dir is not None:
+            for pid in pids:
+                for path in self._metrics_dir.glob(f"*_{pid}.db"):
+                    path.unlink(missing_ok=True)
         with contextlib.suppress(KeyError):
             for candidate in all_states:
                 self.state.remove(node, candidate)

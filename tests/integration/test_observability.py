@@ -133,3 +133,30 @@ def _try_scrape(port: int) -> Samples:
         return scrape(port)
     except OSError:
         return {}
+
+
+def test_a_node_removed_on_reload_leaves_no_stale_series(
+    sample_video: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    spare = f"""
+[[nodes]]
+name = "spare"
+kind = "rtsp"
+url = "{sample_video}"
+loop = true
+publish_topic = "spare_images"
+sensor_name = "spare_camera"
+"""
+    with running_daemon(lambda d, p: pipeline_toml(sample_video, d, p, extra=spare), tmp_path, processes) as daemon:
+        wait_for(
+            lambda: total(scrape(daemon.metrics_port), "msightd_frames_read_total", node="spare") > 5,
+            60,
+            "the spare node's frames to be counted",
+        )
+        daemon.config_path.write_text(daemon.config_path.read_text().replace(spare, ""))
+        daemon.proc.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.proc.has_event("reloaded"), 60, "the reload")
+        assert "spare" not in daemon.nodes()
+        series = [key for key in scrape(daemon.metrics_port) if ("node", "spare") in key[1]]
+        assert series == []
+        assert total(scrape(daemon.metrics_port), "msightd_frames_read_total", node="rtsp_node") > 0
