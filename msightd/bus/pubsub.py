@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import redis
 import structlog
 
-from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable, Delivery
 from msightd.bus.connection import RedisSettings
+from msightd.bus.outage import BrokerOutage
 
 _CLIENT_OPTIONS = {"socket_connect_timeout": 5.0, "health_check_interval": 10}
 
@@ -50,9 +50,7 @@ class PubSubSubscription:
         self._log = log
         self._client = settings.client(**_CLIENT_OPTIONS)
         self._pubsub: redis.client.PubSub | None = None
-        self._backoff = Backoff(initial_s=0.25, max_s=5.0)
-        self._down_since: float | None = None
-        self._retry_at = 0.0
+        self._outage = BrokerOutage(settings, topics, log)
 
     def _ensure_subscribed(self) -> redis.client.PubSub:
         if self._pubsub is None:
@@ -64,12 +62,9 @@ class PubSubSubscription:
     def receive(self, timeout_s: float) -> Delivery | None:
         deadline = time.monotonic() + timeout_s
         while True:
+            if not self._outage.wait_to_retry(deadline - time.monotonic()):
+                return None
             remaining = deadline - time.monotonic()
-            if time.monotonic() < self._retry_at:
-                time.sleep(max(0.0, min(remaining, self._retry_at - time.monotonic())))
-                if time.monotonic() < self._retry_at:
-                    return None
-                remaining = deadline - time.monotonic()
             try:
                 message = self._ensure_subscribed().get_message(timeout=max(0.0, remaining))
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -89,27 +84,10 @@ class PubSubSubscription:
             with contextlib.suppress(Exception):
                 self._pubsub.close()
             self._pubsub = None
-        delay = self._backoff.next_delay()
-        self._retry_at = time.monotonic() + delay
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self._log.warning(
-                "bus_disconnected",
-                broker=self._settings.describe(),
-                topics=self._topics,
-                error=str(exc),
-                hint="is redis-server running and reachable? retrying with backoff",
-            )
+        self._outage.lost(exc)
 
     def _broker_back(self) -> None:
-        if self._down_since is not None:
-            self._log.info(
-                "bus_reconnected",
-                broker=self._settings.describe(),
-                down_seconds=round(time.monotonic() - self._down_since, 3),
-            )
-            self._down_since = None
-            self._backoff.reset()
+        self._outage.back()
 
     def close(self) -> None:
         if self._pubsub is not None:

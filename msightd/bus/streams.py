@@ -38,9 +38,9 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable, Delivery
 from msightd.bus.connection import RedisSettings
+from msightd.bus.outage import BrokerOutage
 
 PAYLOAD_FIELD = b"d"
 DEFAULT_MAXLEN = 10_000
@@ -269,9 +269,7 @@ class StreamSubscription:
         self._synced = False
         self._replay: dict[str, bytes] = {}
         self._replayed = 0
-        self._backoff = Backoff(initial_s=0.25, max_s=5.0)
-        self._down_since: float | None = None
-        self._retry_at = 0.0
+        self._outage = BrokerOutage(settings, self._topics, log)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -280,11 +278,8 @@ class StreamSubscription:
         while True:
             if self._buffer:
                 return self._buffer.popleft()
-            if time.monotonic() < self._retry_at:
-                remaining = deadline - time.monotonic()
-                time.sleep(max(0.0, min(remaining, self._retry_at - time.monotonic())))
-                if time.monotonic() < self._retry_at:
-                    return None
+            if not self._outage.wait_to_retry(deadline - time.monotonic()):
+                return None
             try:
                 self._fill(deadline - time.monotonic())
             except _BROKER_ERRORS as exc:
@@ -427,27 +422,10 @@ class StreamSubscription:
         with contextlib.suppress(Exception):
             self._client.connection_pool.disconnect()
         self._synced = False
-        delay = self._backoff.next_delay()
-        self._retry_at = time.monotonic() + delay
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self._log.warning(
-                "bus_disconnected",
-                broker=self._settings.describe(),
-                topics=self._topics,
-                error=str(exc),
-                hint="is redis-server running and reachable? retrying with backoff",
-            )
+        self._outage.lost(exc)
 
     def _broker_back(self) -> None:
-        if self._down_since is not None:
-            self._log.info(
-                "bus_reconnected",
-                broker=self._settings.describe(),
-                down_seconds=round(time.monotonic() - self._down_since, 3),
-            )
-            self._down_since = None
-            self._backoff.reset()
+        self._outage.back()
 
     def close(self) -> None:
         """Stop reading. Buffered entries stay pending in Redis; handed-out deliveries can still be acked."""

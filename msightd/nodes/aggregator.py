@@ -33,7 +33,7 @@ from msightd.nodes.base import (
     MalformedMessageReporter,
     NodeRuntime,
     PeriodicSummary,
-    drain,
+    consume,
 )
 from msightd.video import CODECS, X264_PRESETS, EncoderSettings, encode_segment
 
@@ -155,18 +155,8 @@ class ImageToVideoAggregatorNode:
             overlap_size=self._config.overlap_size,
             codec=self._config.codec,
         )
-        ready = False
         try:
-            while not self._runtime.stop.is_set() and not self._encoder_failed.is_set():
-                delivery = subscription.receive(timeout_s=0.5)
-                if not ready:
-                    self._runtime.mark_ready()
-                    ready = True
-                if delivery is not None:
-                    self._accept(delivery)
-                self._summary.maybe_log(pending_segments=self._segments.qsize(), sensors=len(self._windows))
-            if not self._encoder_failed.is_set():
-                drain(subscription, self._accept)
+            consume(self._runtime, subscription, self._accept, self._tick, failed=self._encoder_failed)
         finally:
             subscription.close()
             for window in self._windows.values():
@@ -176,6 +166,9 @@ class ImageToVideoAggregatorNode:
             self._segments.put(None)
             encoder.join()
         return EXIT_FAILURE if self._encoder_failed.is_set() else EXIT_OK
+
+    def _tick(self) -> None:
+        self._summary.maybe_log(pending_segments=self._segments.qsize(), sensors=len(self._windows))
 
     def _accept(self, delivery: Delivery) -> None:
         try:

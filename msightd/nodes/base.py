@@ -113,3 +113,26 @@ def drain(
         handle(delivery)
         handled += 1
     return handled
+
+
+def consume(
+    runtime: NodeRuntime,
+    subscription: Subscription,
+    accept: Callable[[Delivery], None],
+    tick: Callable[[], None],
+    failed: threading.Event | None = None,
+) -> None:
+    """The consumer loop shared by nodes that subscribe: receive and ``accept`` until stopped, calling
+    ``tick`` every turn (at least twice a second); ready once the first receive has subscribed; on a
+    stop request, drain what is in flight. Ends early, without draining, if ``failed`` gets set."""
+    ready = False
+    while not runtime.stop.is_set() and not (failed and failed.is_set()):
+        delivery = subscription.receive(timeout_s=0.5)
+        if not ready:
+            runtime.mark_ready()
+            ready = True
+        if delivery is not None:
+            accept(delivery)
+        tick()
+    if not (failed and failed.is_set()):
+        drain(subscription, accept)

@@ -37,7 +37,7 @@ from msightd.nodes.base import (
     MalformedMessageReporter,
     NodeRuntime,
     PeriodicSummary,
-    drain,
+    consume,
 )
 
 MAX_SENSOR_NAME_CHARS = 64
@@ -255,18 +255,8 @@ class VideoLocalDumperNode:
             return EXIT_CONFIG
         subscription = self._runtime.bus.subscribe([self._config.subscribe_topic])
         log.info("dumper_started", subscribe_topic=self._config.subscribe_topic, save_dir=str(self._writer.save_dir))
-        ready = False
         try:
-            while not self._runtime.stop.is_set():
-                delivery = subscription.receive(timeout_s=0.5)
-                if not ready:
-                    self._runtime.mark_ready()
-                    ready = True
-                if delivery is not None:
-                    self._accept(delivery)
-                self._write_pending()
-                self._summary.maybe_log(pending_segments=len(self._pending))
-            drain(subscription, self._accept)
+            consume(self._runtime, subscription, self._accept, self._tick)
         finally:
             subscription.close()
             self._retry_at = 0.0
@@ -278,6 +268,10 @@ class VideoLocalDumperNode:
                     msg=f"{len(self._pending)} segments could not be written before exit",
                 )
         return EXIT_OK
+
+    def _tick(self) -> None:
+        self._write_pending()
+        self._summary.maybe_log(pending_segments=len(self._pending))
 
     def _accept(self, delivery: Delivery) -> None:
         try:

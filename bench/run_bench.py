@@ -1,0 +1,934 @@
+"""CPU, memory, drops and latency of the msightd pipeline against an ffmpeg floor (issue 6).
+
+Run ``python bench/run_bench.py --help``. What it does, in one run:
+
+1. starts one real loopback RTSP camera per ``--cameras`` (``tests/support/rtsp.py``, a GStreamer server
+   looping an H.264 clip without re-encoding, so the camera costs ~1 % CPU and is not measured), a private
+   ``redis-server`` on a free TCP port (the broker), and ``msightd run`` on a generated TOML: one rtsp node per
+   camera, one aggregator, one dumper, with the seed settings (10 fps, 100-frame segments, h264 veryfast crf 23);
+2. samples every process from ``/proc`` while the pipeline runs for ``--duration`` seconds, then stops the daemon
+   with SIGTERM (it flushes its partial buffers) and compares the frame ids the cameras published with the frame
+   ids in the written segments' JSON files;
+3. runs the floor after it (never concurrently: both would fight for the same cores): one ``ffmpeg`` per camera
+   reading the same stream and writing the same 100-frame segments with the same codec, preset and crf;
+4. prints a table and writes JSON (``--json``, default ``bench/results/latest.json``).
+
+How CPU per frame is counted (utime+stime of the process, its reaped children and its live descendants):
+
+* rtsp nodes, the broker, the daemon and ffmpeg do work per frame, continuously: CPU over the window from the end
+  of ``--warmup`` to the stop, divided by the frames published (``/metrics``) or encoded (ffmpeg ``-progress``)
+  in the same window;
+* the aggregator and the dumper work per *segment* (a 100-frame encode is seconds of CPU in one lump), so a window
+  cut mid-encode would be off by up to a segment. They are counted from the moment every node is running (startup
+  imports excluded) to their exit, including the shutdown flush, divided by the frames in every segment they
+  encoded / wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `python bench/run_bench.py` puts bench/, not the repo, on sys.path
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.rtsp import RtspServer, rtsp_server_available  # noqa: E402
+
+FFMPEG = "/usr/bin/ffmpeg"  # Debian's build: the floor must not depend on the venv's PyAV libraries
+SHARED_CLIPS = (
+    Path("/work/shared/data/mcity_gs_main_stadium1.mp4"),
+    Path("/work/shared/data/mcity_gs_main_stadium2.mp4"),
+)
+DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "latest.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+EXIT_MISSING = 3
+EXIT_FAILED = 1
+SAMPLE_INTERVAL_S = 0.5
+SHUTDOWN_SAMPLE_INTERVAL_S = 0.05
+FRAME_TOPIC = "rtsp_images"
+SEGMENT_TOPIC = "aggregated_video"
+AGGREGATOR = "aggregator"
+DUMPER = "dumper"
+GRACE_PERIOD_S = 60.0  # generous: the run measures steady state, not how a hurried shutdown loses frames
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_bench.py",
+        description="Benchmark the msightd pipeline (RTSP -> Redis -> aggregator -> dumper) under the daemon "
+        "against an ffmpeg floor doing the same segments. Needs redis-server, /usr/bin/python3 with the "
+        "GStreamer RTSP server, and /usr/bin/ffmpeg (unless --skip-floor).",
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds each run lasts (default 60)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds excluded at the start (default 5)")
+    parser.add_argument("--cameras", type=int, default=1, help="RTSP cameras, each its own server (default 1)")
+    parser.add_argument("--transport", choices=("stream", "pubsub"), default="stream", help="default stream")
+    parser.add_argument("--frame-encoding", choices=("jpeg", "raw"), default="jpeg", help="default jpeg")
+    parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
+    parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
+    parser.add_argument("--buffer-size", type=int, default=100, help="frames per segment (default 100)")
+    parser.add_argument("--fps", type=float, default=10.0, help="aggregator fps (the clips are 10 fps)")
+    parser.add_argument(
+        "--clip",
+        action="append",
+        type=Path,
+        help="H.264 MP4 a camera loops (repeat to alternate); default: the mcity clips in /work/shared/data "
+        "when present, else a generated 1280x960 clip",
+    )
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
+    parser.add_argument("--skip-floor", action="store_true", help="do not run the ffmpeg floor")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (segments, logs, config)")
+    return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.duration <= 0 or args.cameras < 1 or args.buffer_size < 1 or args.warmup < 0:
+        parser.error("--duration and --buffer-size must be positive, --cameras >= 1, --warmup >= 0")
+    args.warmup = min(args.warmup, args.duration / 2)
+
+
+def missing_requirements(skip_floor: bool) -> list[str]:
+    """Everything the run needs from the system, checked before anything starts."""
+    problems = []
+    if shutil.which("redis-server") is None:
+        problems.append("redis-server is not installed (apt install redis-server)")
+    reason = rtsp_server_available()
+    if reason is not None:
+        problems.append(f"the GStreamer RTSP test server cannot run with /usr/bin/python3: {reason}")
+    if not skip_floor and not os.access(FFMPEG, os.X_OK):
+        problems.append(f"{FFMPEG} is missing (apt install ffmpeg), or pass --skip-floor")
+    try:
+        import msightd  # noqa: F401
+    except ImportError:
+        problems.append(f"msightd is not importable by {sys.executable}: pip install -e . first")
+    return problems
+
+
+# -- /proc sampling --------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                children += [int(c) for c in Path(task.path, "children").read_text().split()]
+    return children
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants: a node's CPU includes whatever it spawned."""
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        pids.append(current)
+        pending += _children(current)
+    return pids
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it are fixed
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` (all threads, reaped children) plus its live descendants; None once it is gone."""
+    own = _own_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_own_cpu_seconds(child) or 0.0 for child in _tree(pid)[1:])
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants (VmRSS; 0 once gone)."""
+    total = 0
+    for member in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+@dataclass
+class Tracked:
+    """What the sampler knows about one process: CPU at named marks, CPU when last seen alive, peak RSS."""
+
+    label: str
+    pid: int
+    marks: dict[str, float] = field(default_factory=dict)
+    last_cpu: float | None = None
+    max_rss: int = 0
+
+
+class Sampler:
+    """Samples CPU and RSS of tracked processes from a background thread.
+
+    The thread keeps ``last_cpu`` fresh so that the CPU of a process that has exited (and been reaped by the
+    daemon, out of our reach) is known to within one sampling interval; :meth:`fast` shortens that interval
+    while processes are stopping.
+    """
+
+    def __init__(self) -> None:
+        self._tracked: dict[str, Tracked] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._interval = SAMPLE_INTERVAL_S
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def track(self, label: str, pid: int) -> None:
+        with self._lock:
+            self._tracked[label] = Tracked(label, pid)
+        self._sample(self._tracked[label])
+
+    def get(self, label: str) -> Tracked:
+        return self._tracked[label]
+
+    def labels(self) -> list[str]:
+        return list(self._tracked)
+
+    def mark(self, name: str) -> None:
+        """Record every tracked process's CPU now, under ``name``."""
+        with self._lock:
+            for tracked in self._tracked.values():
+                cpu = cpu_seconds(tracked.pid)
+                if cpu is not None:
+                    tracked.marks[name] = cpu
+                    tracked.last_cpu = cpu
+
+    def fast(self) -> None:
+        self._interval = SHUTDOWN_SAMPLE_INTERVAL_S
+
+    def _sample(self, tracked: Tracked) -> None:
+        cpu = cpu_seconds(tracked.pid)
+        if cpu is not None:
+            tracked.last_cpu = cpu
+            tracked.max_rss = max(tracked.max_rss, rss_bytes(tracked.pid))
+
+    def _run(self) -> None:
+        last_rss = 0.0
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                for tracked in self._tracked.values():
+                    cpu = cpu_seconds(tracked.pid)
+                    if cpu is None:
+                        continue
+                    tracked.last_cpu = cpu
+                    if time.monotonic() - last_rss >= 1.0 - SHUTDOWN_SAMPLE_INTERVAL_S:
+                        tracked.max_rss = max(tracked.max_rss, rss_bytes(tracked.pid))
+                if time.monotonic() - last_rss >= 1.0 - SHUTDOWN_SAMPLE_INTERVAL_S:
+                    last_rss = time.monotonic()
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+def start_group(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``args`` in its own session (process group), output to ``log_path``, so cleanup can kill it all."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def stop_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+    """Signal the process, wait, then SIGKILL its whole process group (whatever it left behind)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class BenchError(RuntimeError):
+    """The run could not be completed; the message says what went wrong."""
+
+
+# -- clips and cameras -----------------------------------------------------------------------------
+
+
+def resolve_clips(requested: list[Path] | None, work_dir: Path) -> list[Path]:
+    """The clips the cameras loop: given ones, else the shared mcity footage, else a generated clip."""
+    if requested:
+        for clip in requested:
+            if not clip.is_file():
+                raise BenchError(f"--clip {clip} does not exist")
+        return [clip.absolute() for clip in requested]
+    shared = [clip for clip in SHARED_CLIPS if clip.is_file()]
+    if shared:
+        return shared
+    from msightd.sample import write_sample_video
+
+    print("run_bench: /work/shared clips absent; generating a 1280x960 clip", file=sys.stderr)
+    return [write_sample_video(work_dir / "generated_1280x960.mp4", frame_count=110, width=1280, height=960)]
+
+
+def clip_info(clip: Path) -> dict[str, Any]:
+    import av
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        return {
+            "path": str(clip),
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "fps": float(stream.average_rate or 0),
+            "frames": stream.frames,
+            "codec": stream.codec_context.name,
+        }
+
+
+@contextlib.contextmanager
+def cameras(clips: list[Path], count: int) -> Iterator[list[RtspServer]]:
+    """One RTSP server per camera (each its own stream, like real cameras), clips alternating."""
+    servers: list[RtspServer] = []
+    try:
+        for index in range(count):
+            server = RtspServer(source="file", file=clips[index % len(clips)])
+            servers.append(server)
+            server.start()
+        for server in servers:
+            server.wait_until_readable(timeout_s=30)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# -- the pipeline run ------------------------------------------------------------------------------
+
+
+def rtsp_node_name(index: int) -> str:
+    return f"cam{index}_rtsp"
+
+
+def sensor_name(index: int) -> str:
+    return f"cam{index}"
+
+
+def pipeline_toml(args: argparse.Namespace, urls: list[str], redis_url: str, metrics_port: int, save: Path) -> str:
+    """The daemon config: the seed pipeline with one rtsp node per camera, one aggregator and one dumper."""
+    lines = [
+        f'[redis]\nurl = "{redis_url}"\ntransport = "{args.transport}"\n',
+        f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n',
+        # debug: each rtsp node logs every frame's id (frame_captured), ~40 us per frame, to compare
+        # the ids published with the ids in the written segments
+        '[logging]\nlevel = "debug"\nformat = "json"\nsummary_interval_s = 10\n',
+        f"[daemon]\ngrace_period_s = {GRACE_PERIOD_S}\n",
+    ]
+    for index, url in enumerate(urls):
+        lines.append(
+            f'[[nodes]]\nname = "{rtsp_node_name(index)}"\nkind = "rtsp"\nurl = "{url}"\n'
+            f'publish_topic = "{FRAME_TOPIC}"\nsensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
+            f'frame_encoding = "{args.frame_encoding}"\n'
+        )
+    lines.append(
+        f'[[nodes]]\nname = "{AGGREGATOR}"\nkind = "image_to_video_aggregator"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
+        f'publish_topic = "{SEGMENT_TOPIC}"\nfps = {float(args.fps)}\nbuffer_size = {args.buffer_size}\n'
+        f'overlap_size = 0\ncodec = "h264"\npreset = "{args.preset}"\ncrf = {args.crf}\n'
+    )
+    lines.append(
+        f'[[nodes]]\nname = "{DUMPER}"\nkind = "video_local_dumper"\nsubscribe_topic = "{SEGMENT_TOPIC}"\n'
+        f'save_dir = "{save}"\n'
+    )
+    return "\n".join(lines)
+
+
+def read_events(log_path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines of the daemon and its nodes (they share its stderr)."""
+    events = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    events.append(json.loads(line))
+    return events
+
+
+def has_event(log_path: Path, name: str) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        return f'"event": "{name}"' in log_path.read_text(errors="replace")
+    return False
+
+
+def scrape_published(metrics_port: int) -> dict[str, float]:
+    """``msightd_frames_published_total`` per rtsp node, from the daemon's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    published: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "msightd_frames_published_total" and sample.labels.get("topic") == FRAME_TOPIC:
+                node = sample.labels["node"]
+                published[node] = published.get(node, 0.0) + sample.value
+    return published
+
+
+def node_status(runtime_dir: Path) -> dict[str, dict[str, Any]]:
+    """The daemon's node table (what ``msightd status --json`` prints), straight from its control socket:
+    a CLI process per poll would cost ~0.3 s of CPU on the cores being measured."""
+    from msightd.control import SOCKET_NAME, request_status
+
+    return {node["name"]: node for node in request_status(runtime_dir / SOCKET_NAME)["nodes"]}
+
+
+def all_running(runtime_dir: Path, names: list[str]) -> dict[str, dict[str, Any]] | None:
+    with contextlib.suppress(OSError, ValueError):
+        nodes = node_status(runtime_dir)
+        if all(nodes.get(name, {}).get("state") == "running" for name in names):
+            return nodes
+    return None
+
+
+@dataclass
+class PipelineRun:
+    """Raw observations of one pipeline run, turned into results by :func:`pipeline_results`."""
+
+    events: list[dict[str, Any]]
+    segments: list[dict[str, Any]]
+    published_t0: dict[str, float]
+    published_t1: dict[str, float]
+    window_s: float
+    run_s: float
+    tracked: dict[str, Tracked]
+    kinds: dict[str, str]
+    restarts: dict[str, int]
+
+
+def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> PipelineRun:
+    """Broker + daemon for ``args.duration`` s after every node runs; SIGTERM; collect logs and files."""
+    from msightd.embedded_redis import RedisServerProcess
+
+    save_dir, runtime_dir = work / "segments", Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
+    broker = RedisServerProcess(port=free_port(), log_file=work / "redis.log")
+    metrics_port = free_port()
+    config = work / "msightd.toml"
+    log_path = work / "daemon.log"
+    names = [rtsp_node_name(i) for i in range(len(urls))] + [AGGREGATOR, DUMPER]
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        broker.start()
+        config.write_text(pipeline_toml(args, urls, broker.url, metrics_port, save_dir))
+        command = [sys.executable, "-m", "msightd.cli.daemon", "run", "-c", str(config)]
+        command += ["--runtime-dir", str(runtime_dir)]
+        env = {"MSIGHT_EDGE_DEVICE_NAME": "bench-edge", "NOTIFY_SOCKET": ""}
+        daemon = start_group(command, log_path, env)
+        with Sampler() as sampler:
+            sampler.track("daemon", daemon.pid)
+            sampler.track("broker", broker.pid or 0)
+            wait_until(
+                lambda: has_event(log_path, "daemon_ready") or daemon.poll() is not None, 90, "the daemon to be ready"
+            )
+            if daemon.poll() is not None:
+                raise BenchError(f"msightd exited with {daemon.returncode}; see {log_path}:\n{_tail(log_path)}")
+            nodes = wait_until(lambda: all_running(runtime_dir, names), 60, "every node to run")
+            for name in names:
+                sampler.track(name, int(nodes[name]["pid"]))
+            sampler.mark("base")
+            started = time.monotonic()
+            _sleep_until(started + args.warmup)
+            published_t0 = scrape_published(metrics_port)
+            sampler.mark("t0")
+            t0 = time.monotonic()
+            _sleep_until(started + args.duration)
+            published_t1 = scrape_published(metrics_port)
+            sampler.mark("t1")
+            t1 = time.monotonic()
+            restarts = {name: int(node["restarts"]) for name, node in node_status(runtime_dir).items()}
+            sampler.fast()
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                code = daemon.wait(3 * GRACE_PERIOD_S + 30)
+            except subprocess.TimeoutExpired as exc:
+                raise BenchError(f"msightd did not stop within {3 * GRACE_PERIOD_S + 30:g} s") from exc
+            if code != 0:
+                raise BenchError(f"msightd exited with {code} on SIGTERM; see {log_path}:\n{_tail(log_path)}")
+            tracked = {label: sampler.get(label) for label in sampler.labels()}
+    finally:
+        if daemon is not None:
+            stop_group(daemon)
+        broker.stop()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+    kinds = {name: "rtsp" for name in names[:-2]} | {AGGREGATOR: "aggregator", DUMPER: "dumper"}
+    return PipelineRun(
+        events=read_events(log_path),
+        segments=read_segments(save_dir),
+        published_t0=published_t0,
+        published_t1=published_t1,
+        window_s=t1 - t0,
+        run_s=t1 - started,
+        tracked=tracked,
+        kinds=kinds | {"broker": "broker", "daemon": "daemon"},
+        restarts=restarts,
+    )
+
+
+def _sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def read_segments(save_dir: Path) -> list[dict[str, Any]]:
+    """Every segment's JSON (frame ids, sizes), as the dumper wrote it."""
+    segments = []
+    for path in sorted(save_dir.glob("*.json")):
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            segments.append(json.loads(path.read_text()))
+    return segments
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _per_frame(cpu_s: float | None, frames: float) -> dict[str, Any]:
+    value = cpu_s / frames if cpu_s is not None and frames > 0 else None
+    return {
+        "cpu_s": _round(cpu_s),
+        "frames": frames,
+        "cpu_s_per_frame": _round(value, 6),
+        "ms_per_frame": _round(value * 1000 if value is not None else None, 3),
+    }
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def _window_cpu(tracked: Tracked, start: str, end: str) -> float | None:
+    if start in tracked.marks and end in tracked.marks:
+        return tracked.marks[end] - tracked.marks[start]
+    return None
+
+
+def _lifetime_cpu(tracked: Tracked) -> float | None:
+    if "base" in tracked.marks and tracked.last_cpu is not None:
+        return tracked.last_cpu - tracked.marks["base"]
+    return None
+
+
+def node_results(run: PipelineRun) -> dict[str, dict[str, Any]]:
+    """CPU per frame, cores and peak RSS of each node, the broker and the daemon (see the module docstring)."""
+    window_frames = {node: run.published_t1.get(node, 0.0) - run.published_t0.get(node, 0.0) for node in run.kinds}
+    all_window_frames = sum(window_frames.values())
+    encoded = sum(e.get("frames", 0) for e in run.events if e.get("event") == "segment_published")
+    written = sum(e.get("frames", 0) for e in run.events if e.get("event") == "segment_written")
+    results: dict[str, dict[str, Any]] = {}
+    for label, tracked in run.tracked.items():
+        kind = run.kinds[label]
+        if kind in ("aggregator", "dumper"):
+            cpu, frames, method = _lifetime_cpu(tracked), encoded if kind == "aggregator" else written, "lifetime"
+        else:
+            frames = window_frames[label] if kind == "rtsp" else all_window_frames
+            cpu, method = _window_cpu(tracked, "t0", "t1"), "window"
+        results[label] = {
+            "kind": kind,
+            "pid": tracked.pid,
+            **_per_frame(cpu, frames),
+            "method": method,
+            "cores": _round(_window_cpu(tracked, "t0", "t1") / run.window_s if "t1" in tracked.marks else None),
+            "startup_cpu_s": _round(tracked.marks.get("base")),
+            "rss_max_mb": round(tracked.max_rss / 2**20, 1),
+            "restarts": run.restarts.get(label, 0),
+        }
+    return results
+
+
+def total_per_frame(nodes: dict[str, dict[str, Any]]) -> float | None:
+    """CPU seconds per camera frame of the whole pipeline: every rtsp node's CPU over all their frames, plus
+    each shared process's CPU per frame."""
+    rtsp = [n for n in nodes.values() if n["kind"] == "rtsp"]
+    shared = [n for n in nodes.values() if n["kind"] != "rtsp"]
+    if any(n["cpu_s_per_frame"] is None for n in shared) or any(n["cpu_s"] is None for n in rtsp):
+        return None
+    rtsp_frames = sum(n["frames"] for n in rtsp)
+    if rtsp_frames <= 0:
+        return None
+    return sum(n["cpu_s"] for n in rtsp) / rtsp_frames + sum(n["cpu_s_per_frame"] for n in shared)
+
+
+def frame_accounting(run: PipelineRun) -> dict[str, Any]:
+    """Frame ids each camera published (its per-frame log line) against the ids in the written segments."""
+    published: dict[int, str] = {}
+    for event in run.events:
+        if event.get("event") == "frame_captured" and "frame_id" in event:
+            published[int(event["frame_id"])] = str(event.get("node"))
+    counted = sum(int(e.get("frames_published", 0)) for e in run.events if e.get("event") == "source_stopped")
+    in_segments: list[int] = [int(f["frame_id"]) for s in run.segments for f in s.get("frames", [])]
+    unique = set(in_segments)
+    dropped = sorted(set(published) - unique)
+    return {
+        "frames_published": len(published),
+        "frames_published_reported": counted,
+        "frames_in_segments": len(unique),
+        "frames_dropped": len(dropped),
+        "drop_rate": _round(len(dropped) / len(published), 5) if published else None,
+        "frames_duplicated": len(in_segments) - len(unique),
+        "frames_unknown": len(unique - set(published)),
+        "dropped_frame_ids_sample": dropped[:10],
+        "dropped_by_node": _count_by(dropped, published),
+    }
+
+
+def _count_by(ids: list[int], owner: dict[int, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for frame_id in ids:
+        counts[owner[frame_id]] = counts.get(owner[frame_id], 0) + 1
+    return counts
+
+
+def segment_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
+    """Capture-to-disk latency (the dumper's own measure) and bytes per full segment."""
+    written = [e for e in run.events if e.get("event") == "segment_written"]
+    latencies = [float(e["capture_to_disk_seconds"]) for e in written if e.get("frames") == buffer_size]
+    sizes = [int(s["video_size_bytes"]) for s in run.segments if s.get("frame_count") == buffer_size]
+    return {
+        "segments_written": len(run.segments),
+        "full_segments": len(sizes),
+        "latency_s": {
+            "p50": _round(percentile(latencies, 50)),
+            "p99": _round(percentile(latencies, 99)),
+            "max": _round(max(latencies) if latencies else None),
+            "n": len(latencies),
+        },
+        "mb_per_segment": _round(sum(sizes) / len(sizes) / 1e6 if sizes else None),
+        "encode_seconds_mean": _round(
+            _mean([float(e["encode_seconds"]) for e in run.events if e.get("event") == "segment_published"])
+        ),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def pipeline_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
+    nodes = node_results(run)
+    return {
+        "run_s": round(run.run_s, 2),
+        "window_s": round(run.window_s, 2),
+        "nodes": nodes,
+        "total_cpu_s_per_frame": _round(total_per_frame(nodes), 6),
+        "total_cores": _round(sum(n["cores"] or 0.0 for n in nodes.values())),
+        **frame_accounting(run),
+        **segment_results(run, buffer_size),
+    }
+
+
+# -- the floor -------------------------------------------------------------------------------------
+
+
+def ffmpeg_command(url: str, out_dir: Path, args: argparse.Namespace, progress: Path) -> list[str]:
+    """Read the camera, encode with the pipeline's codec settings, cut exactly every ``buffer_size`` frames:
+    keyframes are forced on those frames and the segment muxer splits on them."""
+    max_segments = int(args.duration * args.fps / args.buffer_size) + 20
+    split_at = ",".join(str(args.buffer_size * i) for i in range(1, max_segments))
+    return [
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-rtsp_transport",
+        "tcp",
+        "-i",
+        url,
+        "-an",
+        "-c:v",
+        "libx264",
+        "-preset",
+        args.preset,
+        "-crf",
+        str(args.crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-fps_mode",
+        "passthrough",
+        "-force_key_frames",
+        f"expr:gte(n,n_forced*{args.buffer_size})",
+        "-f",
+        "segment",
+        "-segment_frames",
+        split_at,
+        "-reset_timestamps",
+        "1",
+        "-stats_period",
+        "0.1",
+        "-progress",
+        str(progress),
+        str(out_dir / "segment_%05d.mp4"),
+    ]
+
+
+def progress_frames(path: Path) -> int:
+    """Frames ffmpeg has encoded so far (last ``frame=`` of its -progress file)."""
+    with contextlib.suppress(OSError):
+        for line in reversed(path.read_text().splitlines()):
+            if line.startswith("frame="):
+                return int(line.split("=", 1)[1])
+    return 0
+
+
+def run_floor(args: argparse.Namespace, urls: list[str], work: Path) -> dict[str, Any]:
+    """One ffmpeg per camera for ``args.duration`` s; CPU per frame over the same warm-up-excluded window."""
+    processes: list[subprocess.Popen[bytes]] = []
+    progress = [work / f"floor_cam{i}.progress" for i in range(len(urls))]
+    out_dirs = [work / "floor" / f"cam{i}" for i in range(len(urls))]
+    try:
+        with Sampler() as sampler:
+            for index, url in enumerate(urls):
+                out_dirs[index].mkdir(parents=True)
+                command = ffmpeg_command(url, out_dirs[index], args, progress[index])
+                processes.append(start_group(command, work / f"floor_cam{index}.log"))
+                sampler.track(f"ffmpeg{index}", processes[-1].pid)
+            wait_until(lambda: all(progress_frames(p) > 0 for p in progress), 60, "ffmpeg to encode frames")
+            started = time.monotonic()
+            _sleep_until(started + args.warmup)
+            frames_t0 = sum(progress_frames(p) for p in progress)
+            sampler.mark("t0")
+            t0 = time.monotonic()
+            _sleep_until(started + args.duration)
+            frames_t1 = sum(progress_frames(p) for p in progress)
+            sampler.mark("t1")
+            window_s = time.monotonic() - t0
+            for process in processes:
+                process.send_signal(signal.SIGINT)  # ffmpeg finishes the open segment on SIGINT
+            for process in processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(30)
+            tracked = [sampler.get(label) for label in sampler.labels()]
+    finally:
+        for process in processes:
+            stop_group(process, signal.SIGINT)
+    cpu = sum(_window_cpu(t, "t0", "t1") or 0.0 for t in tracked)
+    sizes = full_segment_sizes(out_dirs, args.buffer_size)
+    return {
+        "processes": len(processes),
+        "window_s": round(window_s, 2),
+        **_per_frame(cpu, frames_t1 - frames_t0),
+        "cores": _round(cpu / window_s),
+        "rss_max_mb": round(max(t.max_rss for t in tracked) / 2**20, 1),
+        "full_segments": len(sizes),
+        "mb_per_segment": _round(sum(sizes) / len(sizes) / 1e6 if sizes else None),
+        "command": " ".join(ffmpeg_command(urls[0], out_dirs[0], args, progress[0])),
+    }
+
+
+def full_segment_sizes(out_dirs: list[Path], buffer_size: int) -> list[int]:
+    """Sizes of the floor's segments holding exactly ``buffer_size`` frames (the last one is partial)."""
+    import av
+
+    sizes = []
+    for directory in out_dirs:
+        for path in sorted(directory.glob("segment_*.mp4")):
+            with contextlib.suppress(av.error.FFmpegError), av.open(str(path)) as container:
+                if container.streams.video[0].frames == buffer_size:
+                    sizes.append(path.stat().st_size)
+    return sizes
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "-"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human summary: per-node costs, totals, the floor and the headline ratio."""
+    settings, pipeline, floor = result["settings"], result["pipeline"], result["floor"]
+    clips = ", ".join(f"{Path(c['path']).name} {c['width']}x{c['height']}" for c in result["clips"])
+    lines = [
+        f"msightd benchmark: {settings['cameras']} camera(s) x {settings['duration_s']:g} s "
+        f"(warm-up {settings['warmup_s']:g} s), transport {settings['transport']}, frames {settings['frame_encoding']}, "
+        f"h264 {settings['preset']} crf {settings['crf']}, {settings['buffer_size']}-frame segments",
+        f"clips: {clips}; {result['environment']['cpus']} CPUs",
+        "",
+        f"{'process':<18} {'kind':<11} {'CPU s/frame':>12} {'ms/frame':>9} {'cores':>6} {'RSS MB':>8} {'frames':>7}",
+    ]
+    for name, node in pipeline["nodes"].items():
+        lines.append(
+            f"{name:<18} {node['kind']:<11} {_fmt(node['cpu_s_per_frame'], '.5f'):>12} "
+            f"{_fmt(node['ms_per_frame'], '.2f'):>9} {_fmt(node['cores'], '.2f'):>6} {node['rss_max_mb']:>8.1f} "
+            f"{node['frames']:>7.0f}"
+        )
+    total = pipeline["total_cpu_s_per_frame"]
+    lines.append(
+        f"{'TOTAL pipeline':<30} {_fmt(total, '.5f'):>12} {_fmt(total * 1000 if total else None, '.2f'):>9} "
+        f"{_fmt(pipeline['total_cores'], '.2f'):>6}"
+    )
+    if floor is not None:
+        lines.append(
+            f"{'FLOOR ffmpeg':<30} {_fmt(floor['cpu_s_per_frame'], '.5f'):>12} {_fmt(floor['ms_per_frame'], '.2f'):>9} "
+            f"{_fmt(floor['cores'], '.2f'):>6} {floor['rss_max_mb']:>8.1f} {floor['frames']:>7.0f}"
+        )
+        lines.append(f"ratio total/floor: {_fmt(result['ratio_total_to_floor'], '.2f')}x")
+    latency = pipeline["latency_s"]
+    restarts = sum(node["restarts"] for node in pipeline["nodes"].values())
+    lines += [
+        "",
+        f"frames: published {pipeline['frames_published']}, in segments {pipeline['frames_in_segments']}, "
+        f"dropped {pipeline['frames_dropped']}, duplicated {pipeline['frames_duplicated']}; node restarts {restarts}",
+        f"capture-to-disk latency: p50 {_fmt(latency['p50'], '.2f')} s, p99 {_fmt(latency['p99'], '.2f')} s, "
+        f"max {_fmt(latency['max'], '.2f')} s ({latency['n']} full segments); "
+        f"mean encode {_fmt(pipeline['encode_seconds_mean'], '.2f')} s",
+        f"MB per segment: pipeline {_fmt(pipeline['mb_per_segment'], '.2f')}"
+        + (f", ffmpeg {_fmt(floor['mb_per_segment'], '.2f')}" if floor is not None else ""),
+    ]
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    ffmpeg_version = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        ffmpeg_version = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    from msightd import __version__
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "msightd": __version__,
+        "ffmpeg": ffmpeg_version,
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+    }
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "cameras": args.cameras,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "transport": args.transport,
+        "frame_encoding": args.frame_encoding,
+        "codec": "h264",
+        "preset": args.preset,
+        "crf": args.crf,
+        "buffer_size": args.buffer_size,
+        "overlap_size": 0,
+        "fps": args.fps,
+    }
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    clips = resolve_clips(args.clip, work)
+    with cameras(clips, args.cameras) as servers:
+        urls = [server.url for server in servers]
+        print(f"run_bench: pipeline, {args.cameras} camera(s), {args.duration:g} s ...", file=sys.stderr)
+        pipeline = pipeline_results(run_pipeline(args, urls, work), args.buffer_size)
+        floor = None
+        if not args.skip_floor:
+            print(f"run_bench: ffmpeg floor, {args.duration:g} s ...", file=sys.stderr)
+            floor = run_floor(args, urls, work)
+    total, floor_cost = pipeline["total_cpu_s_per_frame"], floor and floor["cpu_s_per_frame"]
+    return {
+        "settings": settings_of(args),
+        "environment": environment(),
+        "clips": [clip_info(clip) for clip in clips],
+        "pipeline": pipeline,
+        "floor": floor,
+        "ratio_total_to_floor": _round(total / floor_cost, 2) if total and floor_cost else None,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+    problems = missing_requirements(args.skip_floor)
+    if problems:
+        for problem in problems:
+            print(f"run_bench: missing: {problem}", file=sys.stderr)
+        return EXIT_MISSING
+    work = Path(tempfile.mkdtemp(prefix="msightd-bench-"))
+    try:
+        result = run(args, work)
+    except (BenchError, RuntimeError, TimeoutError) as exc:
+        print(f"run_bench: failed: {exc}\n(work directory kept: {work})", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        shutil.rmtree(work, ignore_errors=True)
+        return 130
+    print(format_table(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nJSON: {args.json}" + (f"; work directory kept: {work}" if args.keep else ""))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
