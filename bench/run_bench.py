@@ -146,28 +146,29 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _own_cpu_seconds(pid: int) -> float | None:
+def _own_cpu_seconds(pid: int, reaped_children: bool = True) -> float | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it are fixed
     utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
-    return (utime + stime + cutime + cstime) / CLK_TCK
+    return (utime + stime + ((cutime + cstime) if reaped_children else 0)) / CLK_TCK
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time of ``pid`` (all threads, reaped children) plus its live descendants; None once it is gone."""
-    own = _own_cpu_seconds(pid)
-    if own is None:
-        return None
+def cpu_seconds(pid: int, tree: bool = True) -> float | None:
+    """CPU time of ``pid`` (all threads) plus, with ``tree``, its reaped children and live descendants; None
+    once it is gone. The daemon is measured without its tree: its descendants are the nodes, measured apart."""
+    own = _own_cpu_seconds(pid, reaped_children=tree)
+    if own is None or not tree:
+        return own
     return own + sum(_own_cpu_seconds(child) or 0.0 for child in _tree(pid)[1:])
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants (VmRSS; 0 once gone)."""
+def rss_bytes(pid: int, tree: bool = True) -> int:
+    """Resident memory of ``pid`` and, with ``tree``, its descendants (VmRSS; 0 once gone)."""
     total = 0
-    for member in _tree(pid):
+    for member in _tree(pid) if tree else [pid]:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -181,6 +182,7 @@ class Tracked:
 
     label: str
     pid: int
+    tree: bool = True
     marks: dict[str, float] = field(default_factory=dict)
     last_cpu: float | None = None
     max_rss: int = 0
@@ -209,9 +211,9 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
-    def track(self, label: str, pid: int) -> None:
+    def track(self, label: str, pid: int, tree: bool = True) -> None:
         with self._lock:
-            self._tracked[label] = Tracked(label, pid)
+            self._tracked[label] = Tracked(label, pid, tree)
         self._sample(self._tracked[label])
 
     def get(self, label: str) -> Tracked:
@@ -224,7 +226,7 @@ class Sampler:
         """Record every tracked process's CPU now, under ``name``."""
         with self._lock:
             for tracked in self._tracked.values():
-                cpu = cpu_seconds(tracked.pid)
+                cpu = cpu_seconds(tracked.pid, tracked.tree)
                 if cpu is not None:
                     tracked.marks[name] = cpu
                     tracked.last_cpu = cpu
@@ -233,22 +235,22 @@ class Sampler:
         self._interval = SHUTDOWN_SAMPLE_INTERVAL_S
 
     def _sample(self, tracked: Tracked) -> None:
-        cpu = cpu_seconds(tracked.pid)
+        cpu = cpu_seconds(tracked.pid, tracked.tree)
         if cpu is not None:
             tracked.last_cpu = cpu
-            tracked.max_rss = max(tracked.max_rss, rss_bytes(tracked.pid))
+            tracked.max_rss = max(tracked.max_rss, rss_bytes(tracked.pid, tracked.tree))
 
     def _run(self) -> None:
         last_rss = 0.0
         while not self._stop.wait(self._interval):
             with self._lock:
                 for tracked in self._tracked.values():
-                    cpu = cpu_seconds(tracked.pid)
+                    cpu = cpu_seconds(tracked.pid, tracked.tree)
                     if cpu is None:
                         continue
                     tracked.last_cpu = cpu
                     if time.monotonic() - last_rss >= 1.0 - SHUTDOWN_SAMPLE_INTERVAL_S:
-                        tracked.max_rss = max(tracked.max_rss, rss_bytes(tracked.pid))
+                        tracked.max_rss = max(tracked.max_rss, rss_bytes(tracked.pid, tracked.tree))
                 if time.monotonic() - last_rss >= 1.0 - SHUTDOWN_SAMPLE_INTERVAL_S:
                     last_rss = time.monotonic()
 
@@ -470,7 +472,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
         env = {"MSIGHT_EDGE_DEVICE_NAME": "bench-edge", "NOTIFY_SOCKET": ""}
         daemon = start_group(command, log_path, env)
         with Sampler() as sampler:
-            sampler.track("daemon", daemon.pid)
+            sampler.track("daemon", daemon.pid, tree=False)
             sampler.track("broker", broker.pid or 0)
             wait_until(
                 lambda: has_event(log_path, "daemon_ready") or daemon.poll() is not None, 90, "the daemon to be ready"

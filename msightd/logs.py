@@ -93,7 +93,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # one write() per line (message and newline together), so lines of processes sharing a stream never mix
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 

@@ -103,7 +103,7 @@ def test_broker_restart_mid_run_is_survived_without_a_crash(
         wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 90, "segments after the broker came back")
         print(f"\nbroker down 5 s: segments resumed {time.monotonic() - down_at - 5:.1f} s after it was back")
         assert {name: node["pid"] for name, node in daemon.nodes().items()} == pids, "no node crashed"
-        events = [json.loads(line) for line in daemon.proc.text().splitlines()]
+        events = daemon.proc.events()
         assert [e for e in events if e["event"] == "bus_disconnected"]
         assert [e for e in events if e["event"] == "bus_reconnected"]
         assert_complete_segments(save_dir)
