@@ -66,6 +66,7 @@ FRAME_TOPIC = "rtsp_images"
 SEGMENT_TOPIC = "aggregated_video"
 AGGREGATOR = "aggregator"
 DUMPER = "dumper"
+KIND_ORDER = ("rtsp", "aggregator", "dumper", "broker", "daemon")
 GRACE_PERIOD_S = 60.0  # generous: the run measures steady state, not how a hurried shutdown loses frames
 
 
@@ -448,6 +449,7 @@ class PipelineRun:
     published_t1: dict[str, float]
     window_s: float
     run_s: float
+    stopped_at: float  # wall clock of the SIGTERM
     tracked: dict[str, Tracked]
     kinds: dict[str, str]
     restarts: dict[str, int]
@@ -494,6 +496,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
             t1 = time.monotonic()
             restarts = {name: int(node["restarts"]) for name, node in node_status(runtime_dir).items()}
             sampler.fast()
+            stopped_at = time.time()
             daemon.send_signal(signal.SIGTERM)
             try:
                 code = daemon.wait(3 * GRACE_PERIOD_S + 30)
@@ -515,6 +518,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
         published_t1=published_t1,
         window_s=t1 - t0,
         run_s=t1 - started,
+        stopped_at=stopped_at,
         tracked=tracked,
         kinds=kinds | {"broker": "broker", "daemon": "daemon"},
         restarts=restarts,
@@ -587,7 +591,7 @@ def node_results(run: PipelineRun) -> dict[str, dict[str, Any]]:
     encoded = sum(e.get("frames", 0) for e in run.events if e.get("event") == "segment_published")
     written = sum(e.get("frames", 0) for e in run.events if e.get("event") == "segment_written")
     results: dict[str, dict[str, Any]] = {}
-    for label, tracked in run.tracked.items():
+    for label, tracked in sorted(run.tracked.items(), key=lambda item: KIND_ORDER.index(run.kinds[item[0]])):
         kind = run.kinds[label]
         if kind in ("aggregator", "dumper"):
             cpu, frames, method = _lifetime_cpu(tracked), encoded if kind == "aggregator" else written, "lifetime"
@@ -671,6 +675,34 @@ def segment_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
     }
 
 
+def overload(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
+    """Was the pipeline keeping up? Frames published but not on disk when SIGTERM came stay under ~one buffer plus
+    one encode per camera when it keeps up, and grow with the run when it does not; a node killed after the grace
+    period lost whatever it still held."""
+    on_disk = sum(
+        int(e.get("frames", 0))
+        for e in run.events
+        if e.get("event") == "segment_written" and _epoch(e.get("timestamp")) < run.stopped_at
+    )
+    cameras = sum(kind == "rtsp" for kind in run.kinds.values())
+    published = sum(run.published_t1.values())
+    return {
+        "frames_on_disk_at_stop": on_disk,
+        "backlog_at_stop_frames": int(published - on_disk),
+        "backlog_limit_when_keeping_up": cameras * buffer_size * 2,
+        "nodes_killed_on_stop": [e.get("node_name") for e in run.events if e.get("event") == "node_killed"],
+    }
+
+
+def _epoch(iso: Any) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return float("inf")
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -685,6 +717,7 @@ def pipeline_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
         "total_cores": _round(sum(n["cores"] or 0.0 for n in nodes.values())),
         **frame_accounting(run),
         **segment_results(run, buffer_size),
+        **overload(run, buffer_size),
     }
 
 
@@ -813,8 +846,9 @@ def format_table(result: dict[str, Any]) -> str:
     clips = ", ".join(f"{Path(c['path']).name} {c['width']}x{c['height']}" for c in result["clips"])
     lines = [
         f"msightd benchmark: {settings['cameras']} camera(s) x {settings['duration_s']:g} s "
-        f"(warm-up {settings['warmup_s']:g} s), transport {settings['transport']}, frames {settings['frame_encoding']}, "
-        f"h264 {settings['preset']} crf {settings['crf']}, {settings['buffer_size']}-frame segments",
+        f"(warm-up {settings['warmup_s']:g} s), transport {settings['transport']}, "
+        f"frames {settings['frame_encoding']}, h264 {settings['preset']} crf {settings['crf']}, "
+        f"{settings['buffer_size']}-frame segments",
         f"clips: {clips}; {result['environment']['cpus']} CPUs",
         "",
         f"{'process':<18} {'kind':<11} {'CPU s/frame':>12} {'ms/frame':>9} {'cores':>6} {'RSS MB':>8} {'frames':>7}",
@@ -842,6 +876,7 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"frames: published {pipeline['frames_published']}, in segments {pipeline['frames_in_segments']}, "
         f"dropped {pipeline['frames_dropped']}, duplicated {pipeline['frames_duplicated']}; node restarts {restarts}",
+        backlog_line(pipeline),
         f"capture-to-disk latency: p50 {_fmt(latency['p50'], '.2f')} s, p99 {_fmt(latency['p99'], '.2f')} s, "
         f"max {_fmt(latency['max'], '.2f')} s ({latency['n']} full segments); "
         f"mean encode {_fmt(pipeline['encode_seconds_mean'], '.2f')} s",
@@ -849,6 +884,24 @@ def format_table(result: dict[str, Any]) -> str:
         + (f", ffmpeg {_fmt(floor['mb_per_segment'], '.2f')}" if floor is not None else ""),
     ]
     return "\n".join(lines)
+
+
+def backlog_line(pipeline: dict[str, Any]) -> str:
+    line = (
+        f"at stop: {pipeline['backlog_at_stop_frames']} frames published but not yet on disk "
+        f"({'OVERLOADED: ' if overloaded(pipeline) else ''}"
+        f"keeping up means < {pipeline['backlog_limit_when_keeping_up']})"
+    )
+    if pipeline["nodes_killed_on_stop"]:
+        line += f"; killed after the grace period: {', '.join(pipeline['nodes_killed_on_stop'])}"
+    return line
+
+
+def overloaded(pipeline: dict[str, Any]) -> bool:
+    return bool(
+        pipeline["backlog_at_stop_frames"] >= pipeline["backlog_limit_when_keeping_up"]
+        or pipeline["nodes_killed_on_stop"]
+    )
 
 
 def environment() -> dict[str, Any]:

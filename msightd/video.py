@@ -50,7 +50,7 @@ class EncoderSettings:
     fps: float = 10.0
     crf: int = 23
     preset: str = "veryfast"
-    threads: int = 0  # 0 lets the encoder choose (one per core)
+    threads: int = 0  # x264/x265 threads per segment; 0 lets the encoder choose (one per core)
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,9 @@ def _encode_pyav(frames: Sequence[np.ndarray], settings: EncoderSettings, width:
         stream.options = options
         stream.thread_count = settings.threads
         for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(even_crop(image)), format="bgr24")
+            # OpenCV's BGR->I420 (BT.601, limited range: what swscale would do) is ~2x faster than swscale's
+            planar = cv2.cvtColor(np.ascontiguousarray(even_crop(image)), cv2.COLOR_BGR2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(planar, format="yuv420p")
             frame.pts = index
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))

@@ -105,7 +105,18 @@ def _aggregator_parser() -> argparse.ArgumentParser:
     parser.add_argument("--codec", choices=CODECS, help="h264 (default, plays in browsers), hevc or mp4v")
     parser.add_argument("--crf", type=int, help="h264/hevc quality, 0-51, lower is better (default 23)")
     parser.add_argument("--preset", choices=X264_PRESETS, help="h264/hevc speed preset (default veryfast)")
-    parser.add_argument("--encoder-threads", dest="encoder_threads", type=int, help="0 = automatic (default)")
+    parser.add_argument(
+        "--encoder-threads",
+        dest="encoder_threads",
+        type=int,
+        help="codec threads per segment (default 0: 1 with several workers, else automatic)",
+    )
+    parser.add_argument(
+        "--encode-workers",
+        dest="encode_workers",
+        type=int,
+        help="segments encoded in parallel (default 0: one per CPU core)",
+    )
     return parser
 
 
