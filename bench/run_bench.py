@@ -440,19 +440,26 @@ def all_running(runtime_dir: Path, names: list[str]) -> dict[str, dict[str, Any]
 
 
 @dataclass
+class Window:
+    """When the measurement window ran and what /metrics said at its ends."""
+
+    published_t0: dict[str, float]
+    published_t1: dict[str, float]
+    window_s: float
+    run_s: float
+    stopped_at: float
+    restarts: dict[str, int]
+
+
+@dataclass
 class PipelineRun:
     """Raw observations of one pipeline run, turned into results by :func:`pipeline_results`."""
 
     events: list[dict[str, Any]]
     segments: list[dict[str, Any]]
-    published_t0: dict[str, float]
-    published_t1: dict[str, float]
-    window_s: float
-    run_s: float
-    stopped_at: float  # wall clock of the SIGTERM
+    window: Window
     tracked: dict[str, Tracked]
     kinds: dict[str, str]
-    restarts: dict[str, int]
 
 
 def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> PipelineRun:
@@ -462,48 +469,24 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
     save_dir, runtime_dir = work / "segments", Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
     broker = RedisServerProcess(port=free_port(), log_file=work / "redis.log")
     metrics_port = free_port()
-    config = work / "msightd.toml"
-    log_path = work / "daemon.log"
+    config, log_path = work / "msightd.toml", work / "daemon.log"
     names = [rtsp_node_name(i) for i in range(len(urls))] + [AGGREGATOR, DUMPER]
     daemon: subprocess.Popen[bytes] | None = None
     try:
         broker.start()
         config.write_text(pipeline_toml(args, urls, broker.url, metrics_port, save_dir))
-        command = [sys.executable, "-m", "msightd.cli.daemon", "run", "-c", str(config)]
-        command += ["--runtime-dir", str(runtime_dir)]
-        env = {"MSIGHT_EDGE_DEVICE_NAME": "bench-edge", "NOTIFY_SOCKET": ""}
-        daemon = start_group(command, log_path, env)
+        command = [sys.executable, "-m", "msightd.cli.daemon", "run", "-c", str(config), "--runtime-dir"]
+        daemon = start_group(
+            [*command, str(runtime_dir)], log_path, {"MSIGHT_EDGE_DEVICE_NAME": "bench-edge", "NOTIFY_SOCKET": ""}
+        )
         with Sampler() as sampler:
             sampler.track("daemon", daemon.pid, tree=False)
             sampler.track("broker", broker.pid or 0)
-            wait_until(
-                lambda: has_event(log_path, "daemon_ready") or daemon.poll() is not None, 90, "the daemon to be ready"
-            )
-            if daemon.poll() is not None:
-                raise BenchError(f"msightd exited with {daemon.returncode}; see {log_path}:\n{_tail(log_path)}")
-            nodes = wait_until(lambda: all_running(runtime_dir, names), 60, "every node to run")
-            for name in names:
-                sampler.track(name, int(nodes[name]["pid"]))
-            sampler.mark("base")
-            started = time.monotonic()
-            _sleep_until(started + args.warmup)
-            published_t0 = scrape_published(metrics_port)
-            sampler.mark("t0")
-            t0 = time.monotonic()
-            _sleep_until(started + args.duration)
-            published_t1 = scrape_published(metrics_port)
-            sampler.mark("t1")
-            t1 = time.monotonic()
-            restarts = {name: int(node["restarts"]) for name, node in node_status(runtime_dir).items()}
-            sampler.fast()
-            stopped_at = time.time()
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                code = daemon.wait(3 * GRACE_PERIOD_S + 30)
-            except subprocess.TimeoutExpired as exc:
-                raise BenchError(f"msightd did not stop within {3 * GRACE_PERIOD_S + 30:g} s") from exc
-            if code != 0:
-                raise BenchError(f"msightd exited with {code} on SIGTERM; see {log_path}:\n{_tail(log_path)}")
+            for name, pid in wait_for_nodes(daemon, runtime_dir, names, log_path).items():
+                sampler.track(name, pid)
+            window = measure_window(args, sampler, metrics_port, runtime_dir)
+            sampler.fast()  # the aggregator's and dumper's CPU at exit is their last sample
+            stop_daemon(daemon, log_path)
             tracked = {label: sampler.get(label) for label in sampler.labels()}
     finally:
         if daemon is not None:
@@ -514,15 +497,49 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
     return PipelineRun(
         events=read_events(log_path),
         segments=read_segments(save_dir),
-        published_t0=published_t0,
-        published_t1=published_t1,
-        window_s=t1 - t0,
-        run_s=t1 - started,
-        stopped_at=stopped_at,
+        window=window,
         tracked=tracked,
         kinds=kinds | {"broker": "broker", "daemon": "daemon"},
-        restarts=restarts,
     )
+
+
+def wait_for_nodes(
+    daemon: subprocess.Popen[bytes], runtime_dir: Path, names: list[str], log_path: Path
+) -> dict[str, int]:
+    """Node name -> pid once the daemon is ready and every node runs."""
+    wait_until(lambda: has_event(log_path, "daemon_ready") or daemon.poll() is not None, 90, "the daemon to be ready")
+    if daemon.poll() is not None:
+        raise BenchError(f"msightd exited with {daemon.returncode}; see {log_path}:\n{_tail(log_path)}")
+    nodes = wait_until(lambda: all_running(runtime_dir, names), 60, "every node to run")
+    return {name: int(nodes[name]["pid"]) for name in names}
+
+
+def measure_window(args: argparse.Namespace, sampler: Sampler, metrics_port: int, runtime_dir: Path) -> Window:
+    """Mark ``base`` now (every node running), ``t0`` after the warm-up and ``t1`` at the end of the run."""
+    sampler.mark("base")
+    started = time.monotonic()
+    _sleep_until(started + args.warmup)
+    published_t0 = scrape_published(metrics_port)
+    sampler.mark("t0")
+    t0 = time.monotonic()
+    _sleep_until(started + args.duration)
+    published_t1 = scrape_published(metrics_port)
+    sampler.mark("t1")
+    t1 = time.monotonic()
+    restarts = {name: int(node["restarts"]) for name, node in node_status(runtime_dir).items()}
+    return Window(published_t0, published_t1, t1 - t0, t1 - started, time.time(), restarts)
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes], log_path: Path) -> None:
+    """SIGTERM: sources stop, the aggregator encodes its partial buffers, the dumper writes them."""
+    daemon.send_signal(signal.SIGTERM)
+    limit_s = 3 * GRACE_PERIOD_S + 30
+    try:
+        code = daemon.wait(limit_s)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"msightd did not stop within {limit_s:g} s") from exc
+    if code != 0:
+        raise BenchError(f"msightd exited with {code} on SIGTERM; see {log_path}:\n{_tail(log_path)}")
 
 
 def _sleep_until(deadline: float) -> None:
@@ -584,9 +601,17 @@ def _lifetime_cpu(tracked: Tracked) -> float | None:
     return None
 
 
+def _cores(tracked: Tracked, window_s: float) -> float | None:
+    """Average cores used over the window (approximate for the aggregator, whose work comes in lumps)."""
+    cpu = _window_cpu(tracked, "t0", "t1")
+    return cpu / window_s if cpu is not None and window_s > 0 else None
+
+
 def node_results(run: PipelineRun) -> dict[str, dict[str, Any]]:
     """CPU per frame, cores and peak RSS of each node, the broker and the daemon (see the module docstring)."""
-    window_frames = {node: run.published_t1.get(node, 0.0) - run.published_t0.get(node, 0.0) for node in run.kinds}
+    window_frames = {
+        node: run.window.published_t1.get(node, 0.0) - run.window.published_t0.get(node, 0.0) for node in run.kinds
+    }
     all_window_frames = sum(window_frames.values())
     encoded = sum(e.get("frames", 0) for e in run.events if e.get("event") == "segment_published")
     written = sum(e.get("frames", 0) for e in run.events if e.get("event") == "segment_written")
@@ -603,10 +628,10 @@ def node_results(run: PipelineRun) -> dict[str, dict[str, Any]]:
             "pid": tracked.pid,
             **_per_frame(cpu, frames),
             "method": method,
-            "cores": _round(_window_cpu(tracked, "t0", "t1") / run.window_s if "t1" in tracked.marks else None),
+            "cores": _round(_cores(tracked, run.window.window_s)),
             "startup_cpu_s": _round(tracked.marks.get("base")),
             "rss_max_mb": round(tracked.max_rss / 2**20, 1),
-            "restarts": run.restarts.get(label, 0),
+            "restarts": run.window.restarts.get(label, 0),
         }
     return results
 
@@ -682,10 +707,10 @@ def overload(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
     on_disk = sum(
         int(e.get("frames", 0))
         for e in run.events
-        if e.get("event") == "segment_written" and _epoch(e.get("timestamp")) < run.stopped_at
+        if e.get("event") == "segment_written" and _epoch(e.get("timestamp")) < run.window.stopped_at
     )
     cameras = sum(kind == "rtsp" for kind in run.kinds.values())
-    published = sum(run.published_t1.values())
+    published = sum(run.window.published_t1.values())
     return {
         "frames_on_disk_at_stop": on_disk,
         "backlog_at_stop_frames": int(published - on_disk),
@@ -710,8 +735,8 @@ def _mean(values: list[float]) -> float | None:
 def pipeline_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
     nodes = node_results(run)
     return {
-        "run_s": round(run.run_s, 2),
-        "window_s": round(run.window_s, 2),
+        "run_s": round(run.window.run_s, 2),
+        "window_s": round(run.window.window_s, 2),
         "nodes": nodes,
         "total_cpu_s_per_frame": _round(total_per_frame(nodes), 6),
         "total_cores": _round(sum(n["cores"] or 0.0 for n in nodes.values())),
@@ -766,6 +791,18 @@ def ffmpeg_command(url: str, out_dir: Path, args: argparse.Namespace, progress: 
     ]
 
 
+def wait_for_ffmpeg(processes: list[subprocess.Popen[bytes]], progress: list[Path], work: Path) -> None:
+    """Until every ffmpeg has encoded a frame; fail at once, with its log, if one exits."""
+    wait_until(
+        lambda: all(progress_frames(p) > 0 for p in progress) or any(p.poll() is not None for p in processes),
+        60,
+        "ffmpeg to encode frames",
+    )
+    for index, process in enumerate(processes):
+        if process.poll() is not None:
+            raise BenchError(f"ffmpeg exited with {process.returncode}:\n{_tail(work / f'floor_cam{index}.log')}")
+
+
 def progress_frames(path: Path) -> int:
     """Frames ffmpeg has encoded so far (last ``frame=`` of its -progress file)."""
     with contextlib.suppress(OSError):
@@ -787,7 +824,7 @@ def run_floor(args: argparse.Namespace, urls: list[str], work: Path) -> dict[str
                 command = ffmpeg_command(url, out_dirs[index], args, progress[index])
                 processes.append(start_group(command, work / f"floor_cam{index}.log"))
                 sampler.track(f"ffmpeg{index}", processes[-1].pid)
-            wait_until(lambda: all(progress_frames(p) > 0 for p in progress), 60, "ffmpeg to encode frames")
+            wait_for_ffmpeg(processes, progress, work)
             started = time.monotonic()
             _sleep_until(started + args.warmup)
             frames_t0 = sum(progress_frames(p) for p in progress)
@@ -911,6 +948,8 @@ def environment() -> dict[str, Any]:
     from msightd import __version__
 
     return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--", "msightd")),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "msightd": __version__,
@@ -918,6 +957,14 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "kernel": platform.release(),
     }
+
+
+def _git(*args: str) -> str | None:
+    """The msightd commit measured, so results can be compared across changes."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else None
+    return None
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -970,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="msightd-bench-"))
     try:
         result = run(args, work)
-    except (BenchError, RuntimeError, TimeoutError) as exc:
+    except (BenchError, RuntimeError, TimeoutError, OSError) as exc:
         print(f"run_bench: failed: {exc}\n(work directory kept: {work})", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

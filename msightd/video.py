@@ -15,9 +15,11 @@ by the caller through ``EncodedVideo.cropped``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -69,67 +71,125 @@ def even_crop(image: np.ndarray) -> np.ndarray:
     return image[: height - height % 2, : width - width % 2]
 
 
-def encode_segment(frames: Sequence[np.ndarray], settings: EncoderSettings) -> EncodedVideo:
-    """Encode BGR ``frames`` (all the same shape) into MP4 bytes at ``settings.fps``."""
-    if not frames:
-        raise ValueError("a segment needs at least one frame")
-    first = frames[0]
-    cropped_first = even_crop(first)
-    cropped = cropped_first.shape != first.shape
-    height, width = cropped_first.shape[:2]
-    if settings.codec == "mp4v":
-        data = _encode_opencv(frames, settings.fps, width, height)
-    else:
-        data = _encode_pyav(frames, settings, width, height)
-    return EncodedVideo(data, settings.codec, width, height, len(frames), cropped)
+class SegmentEncoder:
+    """Encodes one segment frame by frame, so the file is ready right after its last frame arrives and
+    no decoded frames are held (a 100-frame 1280x960 buffer is 370 MB of BGR).
 
+    The first frame fixes the size; later frames must have the same shape. Not thread-safe: one owner.
+    ``encode_seconds`` is the wall time spent inside the encoder (for the encode-duration metric).
+    """
 
-def _encode_pyav(frames: Sequence[np.ndarray], settings: EncoderSettings, width: int, height: int) -> bytes:
-    rate = Fraction(settings.fps).limit_denominator(1001)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream: Any = container.add_stream(_AV_CODEC[settings.codec], rate=rate)
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = "yuv420p"
+    def __init__(self, settings: EncoderSettings) -> None:
+        self._settings = settings
+        self._count = 0
+        self._shape: tuple[int, ...] | None = None
+        self._cropped = False
+        self._width = self._height = 0
+        self._container: Any = None
+        self._stream: Any = None
+        self._buffer = io.BytesIO()
+        self._writer: cv2.VideoWriter | None = None
+        self._path: str | None = None
+        self.encode_seconds = 0.0
+
+    @property
+    def frame_count(self) -> int:
+        return self._count
+
+    def add(self, image: np.ndarray) -> None:
+        started = time.perf_counter()
+        if self._shape is None:
+            self._open(image)
+        elif image.shape != self._shape:
+            raise ValueError(f"frame shape {image.shape} differs from the segment's {self._shape}")
+        cropped = np.ascontiguousarray(even_crop(image))
+        if self._writer is not None:
+            self._writer.write(cropped)
+        else:
+            # OpenCV's BGR->I420 (BT.601, limited range: what swscale would do) is ~2x faster than swscale's
+            planar: Any = cv2.cvtColor(cropped, cv2.COLOR_BGR2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(planar, format="yuv420p")
+            frame.pts = self._count
+            frame.time_base = self._stream.codec_context.time_base
+            self._container.mux(self._stream.encode(frame))
+        self._count += 1
+        self.encode_seconds += time.perf_counter() - started
+
+    def _open(self, image: np.ndarray) -> None:
+        self._shape = image.shape
+        cropped = even_crop(image)
+        self._cropped = cropped.shape != image.shape
+        self._height, self._width = cropped.shape[:2]
+        settings = self._settings
+        if settings.codec == "mp4v":
+            handle, self._path = tempfile.mkstemp(suffix=".mp4", prefix="msightd-", dir=_scratch_dir())
+            os.close(handle)
+            self._writer = cv2.VideoWriter(
+                self._path, cv2.VideoWriter.fourcc(*"mp4v"), settings.fps, (self._width, self._height)
+            )
+            if not self._writer.isOpened():
+                self.abort()
+                raise RuntimeError("OpenCV cannot open an mp4v VideoWriter; use --codec h264")
+            return
+        rate = Fraction(settings.fps).limit_denominator(1001)
+        self._container = av.open(self._buffer, mode="w", format="mp4")
+        stream: Any = self._container.add_stream(_AV_CODEC[settings.codec], rate=rate)
+        stream.width, stream.height, stream.pix_fmt = self._width, self._height, "yuv420p"
+        stream.codec_context.time_base = 1 / rate
         options = {"crf": str(settings.crf), "preset": settings.preset}
         if settings.codec == "hevc":
             options["x265-params"] = "log-level=error"
             stream.codec_tag = "hvc1"  # lets Apple players recognise HEVC in MP4
         stream.options = options
         stream.thread_count = settings.threads
-        for index, image in enumerate(frames):
-            # OpenCV's BGR->I420 (BT.601, limited range: what swscale would do) is ~2x faster than swscale's
-            planar = cv2.cvtColor(np.ascontiguousarray(even_crop(image)), cv2.COLOR_BGR2YUV_I420)
-            frame = av.VideoFrame.from_ndarray(planar, format="yuv420p")
-            frame.pts = index
-            frame.time_base = 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return buffer.getvalue()
+        self._stream = stream
+
+    def finish(self) -> EncodedVideo:
+        """Flush the encoder and return the whole MP4."""
+        if self._count == 0:
+            raise ValueError("a segment needs at least one frame")
+        started = time.perf_counter()
+        if self._writer is not None:
+            assert self._path is not None
+            self._writer.release()
+            self._writer = None
+            with open(self._path, "rb") as file:
+                data = file.read()
+            self.abort()
+        else:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            self._container = None
+            data = self._buffer.getvalue()
+        self.encode_seconds += time.perf_counter() - started
+        return EncodedVideo(data, self._settings.codec, self._width, self._height, self._count, self._cropped)
+
+    def abort(self) -> None:
+        """Drop the segment (nothing was published) and free what it holds."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._container is not None:
+            with contextlib.suppress(Exception):  # half-written container: we only want it gone
+                self._container.close()
+            self._container = None
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+            self._path = None
+
+
+def encode_segment(frames: Sequence[np.ndarray], settings: EncoderSettings) -> EncodedVideo:
+    """Encode BGR ``frames`` (all the same shape) into MP4 bytes at ``settings.fps``."""
+    encoder = SegmentEncoder(settings)
+    for image in frames:
+        encoder.add(image)
+    return encoder.finish()
 
 
 def _scratch_dir() -> str | None:
     """RAM-backed scratch space when there is one: OpenCV can only write to a path."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-def _encode_opencv(frames: Sequence[np.ndarray], fps: float, width: int, height: int) -> bytes:
-    handle, path = tempfile.mkstemp(suffix=".mp4", prefix="msightd-", dir=_scratch_dir())
-    os.close(handle)
-    try:
-        writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-        if not writer.isOpened():
-            raise RuntimeError("OpenCV cannot open an mp4v VideoWriter; use --codec h264")
-        try:
-            for image in frames:
-                writer.write(np.ascontiguousarray(even_crop(image)))
-        finally:
-            writer.release()
-        with open(path, "rb") as file:
-            return file.read()
-    finally:
-        os.unlink(path)
 
 
 @dataclass(frozen=True)

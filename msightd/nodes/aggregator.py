@@ -1,19 +1,20 @@
-"""Image-to-video aggregator node: buffer frames per sensor, encode each full buffer into an MP4 segment.
+"""Image-to-video aggregator node: frames per sensor become MP4 segments of ``buffer_size`` frames.
 
-Several cameras may share one frame topic, so every sensor has its own :class:`SegmentWindow`. A
-segment is emitted every ``buffer_size`` frames; the next one starts with the last ``overlap_size``
-frames of the previous one. A frame whose size differs from the buffer's closes the buffer early (a
-shorter segment) rather than producing a broken file.
+Several cameras may share one frame topic, so every sensor has its own worker thread and
+:class:`SegmentAssembler`. Segments are encoded *while they fill*: each frame is decoded once and fed to
+the encoder(s) of the segment(s) it belongs to, so a segment is ready ~0.1 s after its last frame
+(instead of seconds) and no buffer of decoded frames is held (370 MB per 100 frames at 1280x960). The
+next segment starts with the last ``overlap_size`` frames of the previous one; a frame whose size
+differs closes the segment early rather than producing a broken file.
 
-Receiving and encoding are separate threads: the receiving loop only parses and buffers, so the
-subscription keeps draining while a segment encodes (a pub/sub subscriber that falls behind is
-disconnected by Redis). On stop, every buffer's partial segment is encoded and published before exit.
-Frame deliveries are acknowledged only once the segment holding them is published.
+The receiving loop only parses and hands frames over, so the subscription keeps draining while
+segments encode (a pub/sub subscriber that falls behind is disconnected by Redis). On stop, each
+sensor's partial segment is finished and published before exit. Frame deliveries are acknowledged only
+once a published segment holds them.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -36,7 +37,7 @@ from msightd.nodes.base import (
     PeriodicSummary,
     consume,
 )
-from msightd.video import CODECS, X264_PRESETS, EncoderSettings, encode_segment
+from msightd.video import CODECS, X264_PRESETS, EncoderSettings, SegmentEncoder
 
 #: How long a stopping aggregator keeps trying to publish its last segments to an absent broker.
 STOP_PUBLISH_PATIENCE_S = 3.0
@@ -56,7 +57,6 @@ class AggregatorConfig:
     crf: int = 23
     preset: str = "veryfast"
     encoder_threads: int = 0
-    encode_workers: int = 0
 
     def validate(self) -> None:
         if self.buffer_size < 1:
@@ -71,63 +71,93 @@ class AggregatorConfig:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.preset not in X264_PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
-        if self.encode_workers < 0 or self.encoder_threads < 0:
-            raise ConfigError("encode_workers and encoder_threads must be >= 0 (0 = automatic)")
+        if self.encoder_threads < 0:
+            raise ConfigError(f"encoder_threads must be >= 0 (0 = automatic), got {self.encoder_threads}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf must be 0..51, got {self.crf}")
 
     def encoder_settings(self) -> EncoderSettings:
-        # Several segments encoding side by side use the cores better than one segment with many threads
-        # (x264's frame threads add latency and ~20% CPU); one worker gets the encoder's own threading.
-        threads = self.encoder_threads or (1 if self.workers() > 1 else 0)
-        return EncoderSettings(self.codec, self.fps, self.crf, self.preset, threads)
-
-    def workers(self) -> int:
-        """Segments encoded in parallel: ``encode_workers``, or one per CPU core."""
-        return self.encode_workers or os.cpu_count() or 1
+        return EncoderSettings(self.codec, self.fps, self.crf, self.preset, self.encoder_threads)
 
 
 @dataclass(frozen=True)
 class BufferedFrame:
-    """A received frame kept (still compressed) until its segment is encoded."""
+    """A received frame and how to acknowledge it once a published segment holds it."""
 
     message: FrameMessage
     ack: Callable[[], None]
 
 
-@dataclass
-class SegmentWindow:
-    """The frames of one sensor waiting to become a segment. Pure logic, no I/O; one owner thread.
+class OpenSegment:
+    """A segment being filled: its encoder (None in pure-logic tests) and the frames it holds, in order."""
 
-    ``fresh`` counts buffered frames not yet in any emitted segment (the rest are overlap carried over).
+    def __init__(self, encoder: SegmentEncoder | None = None) -> None:
+        self.encoder = encoder
+        self.frames: list[BufferedFrame] = []
+        self.last_sequence = -1
+
+    def add(self, frame: BufferedFrame, image: np.ndarray | None, sequence: int) -> None:
+        if self.encoder is not None and image is not None:
+            self.encoder.add(image)
+        self.frames.append(frame)
+        self.last_sequence = sequence
+
+    def abort(self) -> None:
+        if self.encoder is not None:
+            self.encoder.abort()
+
+
+@dataclass
+class SegmentAssembler:
+    """Which segments one sensor's frames go into, decided as each frame arrives (so segments encode
+    while they fill). Segment k holds frames ``k*step .. k*step + buffer_size - 1`` with
+    ``step = buffer_size - overlap_size``: consecutive segments share ``overlap_size`` frames. A frame of a
+    different size closes the open segment early (a shorter, valid file) and starts afresh.
+    Pure logic apart from what ``new_segment`` creates; one owner thread.
     """
 
     buffer_size: int
     overlap_size: int
-    frames: list[BufferedFrame] = field(default_factory=list)
-    fresh: int = 0
+    new_segment: Callable[[], OpenSegment]
+    open: list[OpenSegment] = field(default_factory=list)
+    size: tuple[int, int, int] | None = None
+    position: int = 0  # frames since the current run of same-size frames began
+    sequence: int = 0  # frames seen, for telling fresh frames from overlap already published
+    emitted_upto: int = -1  # sequence of the last frame of the last emitted segment
 
-    def add(self, frame: BufferedFrame) -> list[list[BufferedFrame]]:
-        """Buffer ``frame``; return the segments it completes (none, one, or two on a size change)."""
-        completed: list[list[BufferedFrame]] = []
-        if self.frames and self.frames[0].message.size != frame.message.size:
-            partial = self.flush()
-            if partial:
-                completed.append(partial)
-            self.frames = []
-        self.frames.append(frame)
-        self.fresh += 1
-        if len(self.frames) >= self.buffer_size:
-            completed.append(self.frames)
-            self.frames = self.frames[len(self.frames) - self.overlap_size :] if self.overlap_size else []
-            self.fresh = 0
+    def add(self, frame: BufferedFrame, image: np.ndarray | None) -> list[OpenSegment]:
+        """Add ``frame`` to every segment it belongs to; return the segments it completes."""
+        completed: list[OpenSegment] = []
+        if self.size is not None and frame.message.size != self.size:
+            completed += self.flush()
+        self.size = frame.message.size
+        if self.position % (self.buffer_size - self.overlap_size) == 0:
+            self.open.append(self.new_segment())
+        for segment in self.open:
+            segment.add(frame, image, self.sequence)
+        self.sequence += 1
+        self.position += 1
+        if len(self.open[0].frames) >= self.buffer_size:
+            completed.append(self._emit(self.open.pop(0)))
         return completed
 
-    def flush(self) -> list[BufferedFrame] | None:
-        """The partial segment, if any frame in it is new; the window is left empty."""
-        frames, fresh = self.frames, self.fresh
-        self.frames, self.fresh = [], 0
-        return frames if fresh else None
+    def flush(self) -> list[OpenSegment]:
+        """End of input (stop, or a size change): the oldest open segment if it holds a frame not yet
+        published (it contains every frame the younger ones do); the others are dropped."""
+        oldest, rest = (self.open[0], self.open[1:]) if self.open else (None, [])
+        self.open, self.position, self.size = [], 0, None
+        for segment in rest:
+            segment.abort()
+        if oldest is None:
+            return []
+        if oldest.last_sequence <= self.emitted_upto:
+            oldest.abort()
+            return []
+        return [self._emit(oldest)]
+
+    def _emit(self, segment: OpenSegment) -> OpenSegment:
+        self.emitted_upto = segment.last_sequence
+        return segment
 
 
 def _decode_image(message: FrameMessage) -> np.ndarray:
@@ -139,53 +169,79 @@ def _decode_image(message: FrameMessage) -> np.ndarray:
     return image
 
 
+class SensorWorker:
+    """Decodes and encodes one sensor's frames on its own thread, in arrival order, so the receiving
+    loop never waits for a codec and sensors encode side by side on the cores."""
+
+    def __init__(self, node: ImageToVideoAggregatorNode, sensor_name: str) -> None:
+        self._node = node
+        self.sensor_name = sensor_name
+        self.queue: queue.Queue[BufferedFrame | None] = queue.Queue()
+        config = node.config
+        self._assembler = SegmentAssembler(
+            config.buffer_size, config.overlap_size, lambda: OpenSegment(SegmentEncoder(config.encoder_settings()))
+        )
+        self._thread = threading.Thread(target=self._run, name=f"encoder-{sensor_name[:20]}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (frame := self.queue.get()) is not None:
+                image = self._node.decode(frame)
+                if image is not None:
+                    for segment in self._assembler.add(frame, image):
+                        self._node.publish_segment(segment)
+            for segment in self._assembler.flush():
+                self._node.publish_segment(segment)
+        except Exception:
+            self._node.runtime.log.exception("segment_encode_failed", sensor=self.sensor_name)
+            self._node.encoder_failed.set()
+        finally:
+            for segment in self._assembler.open:
+                segment.abort()
+
+    def stop(self) -> None:
+        """Finish: the partial segment is encoded and published before this returns."""
+        self.queue.put(None)
+        self._thread.join()
+
+
 class ImageToVideoAggregatorNode:
     kind: ClassVar[str] = "image_to_video_aggregator"
 
     def __init__(self, config: AggregatorConfig, runtime: NodeRuntime) -> None:
         config.validate()
-        self._config = config
-        self._runtime = runtime
+        self.config = config
+        self.runtime = runtime
         self._metrics = runtime.metrics
-        self._windows: dict[str, SegmentWindow] = {}
-        self._segments: queue.Queue[list[BufferedFrame] | None] = queue.Queue()
-        self._encoder_failed = threading.Event()
+        self._workers: dict[str, SensorWorker] = {}
+        self.encoder_failed = threading.Event()
         self._summary = PeriodicSummary(runtime)
         self._malformed = MalformedMessageReporter(runtime)
 
     def run(self) -> int:
-        topic = self._config.subscribe_topic
-        subscription = self._runtime.bus.subscribe([topic])
-        encoders = [
-            threading.Thread(target=self._encode_loop, name=f"segment-encoder-{i}", daemon=True)
-            for i in range(self._config.workers())
-        ]
-        for encoder in encoders:
-            encoder.start()
-        self._runtime.log.info(
+        topic = self.config.subscribe_topic
+        subscription = self.runtime.bus.subscribe([topic])
+        self.runtime.log.info(
             "aggregator_started",
             subscribe_topic=topic,
-            publish_topic=self._config.publish_topic,
-            buffer_size=self._config.buffer_size,
-            overlap_size=self._config.overlap_size,
-            codec=self._config.codec,
+            publish_topic=self.config.publish_topic,
+            buffer_size=self.config.buffer_size,
+            overlap_size=self.config.overlap_size,
+            codec=self.config.codec,
         )
         try:
-            consume(self._runtime, subscription, self._accept, self._tick, failed=self._encoder_failed)
+            consume(self.runtime, subscription, self._accept, self._tick, failed=self.encoder_failed)
         finally:
             subscription.close()
-            for window in self._windows.values():
-                partial = window.flush()
-                if partial:
-                    self._enqueue(partial)
-            for _ in encoders:
-                self._segments.put(None)
-            for encoder in encoders:
-                encoder.join()
-        return EXIT_FAILURE if self._encoder_failed.is_set() else EXIT_OK
+            for worker in self._workers.values():
+                worker.stop()
+        return EXIT_FAILURE if self.encoder_failed.is_set() else EXIT_OK
 
     def _tick(self) -> None:
-        self._summary.maybe_log(pending_segments=self._segments.qsize(), sensors=len(self._windows))
+        queued = sum(worker.queue.qsize() for worker in self._workers.values())
+        self._metrics.pending_segments.labels(self._metrics.node).set(queued / self.config.buffer_size)
+        self._summary.maybe_log(queued_frames=queued, sensors=len(self._workers))
 
     def _accept(self, delivery: Delivery) -> None:
         try:
@@ -197,85 +253,65 @@ class ImageToVideoAggregatorNode:
         sensor = self._metrics.sensor(message.sensor_name)
         self._metrics.frames_received.labels(self._metrics.node, sensor, delivery.topic).inc()
         self._metrics.mark_frame(sensor)
-        window = self._windows.get(message.sensor_name)
-        if window is None:
-            window = SegmentWindow(self._config.buffer_size, self._config.overlap_size)
-            self._windows[message.sensor_name] = window
-        for frames in window.add(BufferedFrame(message, delivery.ack)):
-            self._enqueue(frames)
+        worker = self._workers.get(message.sensor_name)
+        if worker is None:
+            worker = self._workers[message.sensor_name] = SensorWorker(self, message.sensor_name)
+        worker.queue.put(BufferedFrame(message, delivery.ack))
 
-    def _enqueue(self, frames: list[BufferedFrame]) -> None:
-        self._segments.put(frames)
-        self._metrics.pending_segments.labels(self._metrics.node).set(self._segments.qsize())
+    # -- encoder threads -------------------------------------------------------------------------
 
-    # -- encoder thread --------------------------------------------------------------------------
+    def decode(self, frame: BufferedFrame) -> np.ndarray | None:
+        """The frame's pixels, or None (counted, logged, acknowledged) when they cannot be decoded."""
+        try:
+            return _decode_image(frame.message)
+        except MalformedMessage as error:
+            self._malformed.report(self.config.subscribe_topic, error)
+            sensor = self._metrics.sensor(frame.message.sensor_name)
+            self._metrics.frames_dropped.labels(self._metrics.node, sensor, "undecodable").inc()
+            frame.ack()
+            return None
 
-    def _encode_loop(self) -> None:
-        while True:
-            frames = self._segments.get()
-            if frames is None:
-                return
-            try:
-                self._encode_and_publish(frames)
-            except Exception:
-                self._runtime.log.exception("segment_encode_failed", frames=len(frames))
-                self._encoder_failed.set()
-                return
-            finally:
-                self._metrics.pending_segments.labels(self._metrics.node).set(self._segments.qsize())
-
-    def _encode_and_publish(self, frames: list[BufferedFrame]) -> None:
-        first = frames[0].message
+    def publish_segment(self, segment: OpenSegment) -> None:
+        assert segment.encoder is not None
+        video = segment.encoder.finish()
+        messages = [frame.message for frame in segment.frames]
+        first = messages[0]
         sensor = self._metrics.sensor(first.sensor_name)
-        log = self._runtime.log.bind(sensor=first.sensor_name)
-        images: list[np.ndarray] = []
-        kept: list[BufferedFrame] = []
-        for frame in frames:
-            try:
-                images.append(_decode_image(frame.message))
-                kept.append(frame)
-            except MalformedMessage as error:
-                self._malformed.report(self._config.subscribe_topic, error)
-                self._metrics.frames_dropped.labels(self._metrics.node, sensor, "undecodable").inc()
-        if not images:
-            return
-        started = time.perf_counter()
-        video = encode_segment(images, self._config.encoder_settings())
-        encode_seconds = time.perf_counter() - started
+        encode_seconds = segment.encoder.encode_seconds
         self._metrics.encode_duration.labels(self._metrics.node).observe(encode_seconds)
         self._metrics.segment_size.labels(self._metrics.node).observe(len(video.data))
         self._metrics.segments_encoded.labels(self._metrics.node, sensor).inc()
-        messages = [frame.message for frame in kept]
-        segment = SegmentMessage(
+        message = SegmentMessage(
             sensor_name=first.sensor_name,
-            capture_timestamp=messages[0].capture_timestamp,
+            capture_timestamp=first.capture_timestamp,
             creation_timestamp=time.time(),
-            frame_id=messages[0].frame_id,
-            device_name=messages[0].device_name or self._runtime.device_name,
+            frame_id=first.frame_id,
+            device_name=first.device_name or self.runtime.device_name,
             video=video.data,
             frame_ids=tuple(m.frame_id for m in messages),
             capture_timestamps=tuple(m.capture_timestamp for m in messages),
-            fps=self._config.fps,
+            fps=self.config.fps,
             codec=video.codec,
             width=video.width,
             height=video.height,
         )
-        if not self._publish(segment):
+        if not self._publish(message):
             return  # frames stay unacked: a durable transport redelivers them
-        for frame in frames:
+        for frame in segment.frames:
             frame.ack()
-        log.info(
+        self.runtime.log.info(
             "segment_published",
-            frames=segment.frame_count,
+            sensor=first.sensor_name,
+            frames=message.frame_count,
             size_bytes=len(video.data),
             encode_seconds=round(encode_seconds, 3),
-            first_frame_id=segment.frame_id,
+            first_frame_id=message.frame_id,
             cropped_to_even=video.cropped,
         )
 
     def _publish(self, segment: SegmentMessage) -> bool:
         """Publish, retrying while the broker is away; False only if it had to give up on exit."""
-        topic = self._config.publish_topic
+        topic = self.config.publish_topic
         payload = segment.to_wire()
         backoff = Backoff(0.25, 5.0)
         metrics = self._metrics
@@ -283,13 +319,13 @@ class ImageToVideoAggregatorNode:
         give_up_at: float | None = None
         while True:
             try:
-                self._runtime.bus.publish(topic, payload)
+                self.runtime.bus.publish(topic, payload)
                 metrics.segments_published.labels(metrics.node, sensor, topic).inc()
                 return True
             except BusUnavailable as exc:
                 metrics.publish_errors.labels(metrics.node, topic).inc()
                 delay = backoff.next_delay()
-                self._runtime.log.warning(
+                self.runtime.log.warning(
                     "segment_publish_failed",
                     sensor=segment.sensor_name,
                     topic=topic,
@@ -297,13 +333,13 @@ class ImageToVideoAggregatorNode:
                     retry_in_s=delay,
                     hint="segment kept in memory; waiting for the broker",
                 )
-            if self._runtime.stop.is_set():
+            if self.runtime.stop.is_set():
                 # Stopping with the broker gone (e.g. the daemon and its embedded Redis died): wait a
                 # little, then give up rather than outlive the pipeline. With the stream transport the
                 # frames stay unacked and are redelivered after the restart, so nothing is lost there.
                 give_up_at = give_up_at or time.monotonic() + STOP_PUBLISH_PATIENCE_S
                 if time.monotonic() >= give_up_at:
-                    self._runtime.log.error(
+                    self.runtime.log.error(
                         "segment_not_published_on_exit", sensor=segment.sensor_name, frames=segment.frame_count
                     )
                     return False

@@ -1,52 +1,64 @@
 from __future__ import annotations
 
 from msightd.messages import FrameMessage
-from msightd.nodes.aggregator import BufferedFrame, SegmentWindow
+from msightd.nodes.aggregator import BufferedFrame, OpenSegment, SegmentAssembler
 
 
-def frame(frame_id: int, size: tuple[int, int, int] = (4, 4, 3), sensor: str = "cam") -> BufferedFrame:
-    message = FrameMessage(sensor, float(frame_id), float(frame_id), frame_id, "dev", b"", size)
-    return BufferedFrame(message, lambda: None)
+class RecordingSegment(OpenSegment):
+    aborted = 0
+
+    def abort(self) -> None:
+        RecordingSegment.aborted += 1
 
 
-def ids(frames: list[BufferedFrame]) -> list[int]:
-    return [f.message.frame_id for f in frames]
+def frame(frame_id: int, size: tuple[int, int, int] = (4, 4, 3)) -> BufferedFrame:
+    return BufferedFrame(
+        FrameMessage("cam", float(frame_id), float(frame_id), frame_id, "dev", b"", size), lambda: None
+    )
 
 
-def feed(window: SegmentWindow, frame_ids: range) -> list[list[int]]:
-    segments = []
-    for i in frame_ids:
-        segments += [ids(s) for s in window.add(frame(i))]
-    return segments
+def assembler(buffer_size: int, overlap_size: int) -> SegmentAssembler:
+    return SegmentAssembler(buffer_size, overlap_size, RecordingSegment)
+
+
+def ids(segment: OpenSegment) -> list[int]:
+    return [f.message.frame_id for f in segment.frames]
+
+
+def feed(target: SegmentAssembler, frame_ids: range) -> list[list[int]]:
+    return [ids(segment) for i in frame_ids for segment in target.add(frame(i), None)]
 
 
 def test_segments_without_overlap_partition_the_frames() -> None:
-    window = SegmentWindow(buffer_size=3, overlap_size=0)
-    assert feed(window, range(8)) == [[0, 1, 2], [3, 4, 5]]
-    assert ids(window.flush() or []) == [6, 7]
-    assert window.flush() is None
+    target = assembler(buffer_size=3, overlap_size=0)
+    assert feed(target, range(8)) == [[0, 1, 2], [3, 4, 5]]
+    assert [ids(s) for s in target.flush()] == [[6, 7]]
+    assert target.flush() == []
 
 
 def test_consecutive_segments_share_the_overlap() -> None:
-    window = SegmentWindow(buffer_size=4, overlap_size=2)
-    assert feed(window, range(10)) == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]
+    target = assembler(buffer_size=4, overlap_size=2)
+    assert feed(target, range(10)) == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]
 
 
 def test_flush_of_only_carried_overlap_emits_nothing() -> None:
-    window = SegmentWindow(buffer_size=4, overlap_size=2)
-    feed(window, range(4))
-    assert window.flush() is None, "the overlap frames were already published in the last segment"
+    target = assembler(buffer_size=4, overlap_size=2)
+    feed(target, range(4))
+    before = RecordingSegment.aborted
+    assert target.flush() == [], "the overlap frames were already published in the last segment"
+    assert RecordingSegment.aborted == before + 1, "the encoder of the dropped segment is released"
 
 
-def test_flush_after_new_frames_includes_overlap_context() -> None:
-    window = SegmentWindow(buffer_size=4, overlap_size=2)
-    feed(window, range(5))
-    assert ids(window.flush() or []) == [2, 3, 4]
+def test_flush_after_new_frames_includes_overlap_context_once() -> None:
+    target = assembler(buffer_size=4, overlap_size=2)
+    feed(target, range(7))  # [0-3], [2-5] published; [4,5,6] and [6] open
+    assert [ids(s) for s in target.flush()] == [[4, 5, 6]]
 
 
 def test_size_change_closes_the_segment_early() -> None:
-    window = SegmentWindow(buffer_size=4, overlap_size=1)
-    segments = [ids(s) for i in range(3) for s in window.add(frame(i))]
-    segments += [ids(s) for s in window.add(frame(3, size=(8, 8, 3)))]
+    target = assembler(buffer_size=4, overlap_size=1)
+    segments = feed(target, range(3))
+    segments += [ids(s) for s in target.add(frame(3, size=(8, 8, 3)), None)]
     assert segments == [[0, 1, 2]]
-    assert [f.message.size for f in window.frames] == [(8, 8, 3)]
+    assert [ids(s) for s in target.open] == [[3]]
+    assert [ids(s) for i in range(4, 7) for s in target.add(frame(i, size=(8, 8, 3)), None)] == [[3, 4, 5, 6]]
