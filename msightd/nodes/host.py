@@ -73,9 +73,18 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
     log = get_logger()
     stop = threading.Event()
 
+    received: list[str] = []
+
     def request_stop(signum: int, _frame: object) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name)
+        # Only flag it: logging from a signal handler can deadlock on the stream lock a thread holds.
+        received.append(signal.Signals(signum).name)
         stop.set()
+
+    def report_stop() -> None:
+        stop.wait()
+        log.info("stop_requested", signal=received[0] if received else "parent exited")
+
+    threading.Thread(target=report_stop, name="stop-report", daemon=True).start()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
