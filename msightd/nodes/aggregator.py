@@ -176,7 +176,9 @@ class SensorWorker:
     def __init__(self, node: ImageToVideoAggregatorNode, sensor_name: str) -> None:
         self._node = node
         self.sensor_name = sensor_name
-        self.queue: queue.Queue[BufferedFrame | None] = queue.Queue()
+        # Bounded: when encoding falls behind, the receiving loop waits (backpressure) instead of
+        # buffering without limit; with the stream transport the frames wait in Redis meanwhile.
+        self.queue: queue.Queue[BufferedFrame | None] = queue.Queue(maxsize=max(2 * node.config.buffer_size, 50))
         config = node.config
         self._assembler = SegmentAssembler(
             config.buffer_size, config.overlap_size, lambda: OpenSegment(SegmentEncoder(config.encoder_settings()))
@@ -216,6 +218,7 @@ class ImageToVideoAggregatorNode:
         self._metrics = runtime.metrics
         self._workers: dict[str, SensorWorker] = {}
         self.encoder_failed = threading.Event()
+        self._next_behind_log = 0.0
         self._summary = PeriodicSummary(runtime)
         self._malformed = MalformedMessageReporter(runtime)
 
@@ -256,7 +259,24 @@ class ImageToVideoAggregatorNode:
         worker = self._workers.get(message.sensor_name)
         if worker is None:
             worker = self._workers[message.sensor_name] = SensorWorker(self, message.sensor_name)
-        worker.queue.put(BufferedFrame(message, delivery.ack))
+        self._hand_over(worker, BufferedFrame(message, delivery.ack))
+
+    def _hand_over(self, worker: SensorWorker, frame: BufferedFrame) -> None:
+        """Queue ``frame`` for its sensor's encoder, waiting while that queue is full (backpressure)."""
+        while not self.encoder_failed.is_set():
+            try:
+                worker.queue.put(frame, timeout=0.5)
+                return
+            except queue.Full:
+                if time.monotonic() >= self._next_behind_log:
+                    self._next_behind_log = time.monotonic() + 10.0
+                    self.runtime.log.warning(
+                        "encoding_behind",
+                        sensor=worker.sensor_name,
+                        queued_frames=worker.queue.qsize(),
+                        msg="encoding cannot keep up with the cameras, receiving waits: too many cameras or too "
+                        "slow a preset for this CPU?",
+                    )
 
     # -- encoder threads -------------------------------------------------------------------------
 
