@@ -15,6 +15,7 @@ once a published segment holds them.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -99,7 +100,8 @@ class OpenSegment:
     def add(self, frame: BufferedFrame, image: np.ndarray | None, sequence: int) -> None:
         if self.encoder is not None and image is not None:
             self.encoder.add(image)
-        self.frames.append(frame)
+        # keep what the segment message needs, not the JPEG (24 MB per 100 frames at 1280x960)
+        self.frames.append(BufferedFrame(dataclasses.replace(frame.message, image=b""), frame.ack))
         self.last_sequence = sequence
 
     def abort(self) -> None:
