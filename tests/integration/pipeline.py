@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import Proc, command
+from tests.support.processes import Proc, command, wait_for
 
 
 def launch(processes: list[Proc], tmp_path: Path, name: str, args: list[str], redis_url: str) -> Proc:
@@ -33,3 +33,49 @@ def segments_on_disk(save_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def wait_subscribed(proc: Proc, event: str) -> bool:
     return bool(proc.has_event(event))
+
+
+def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int, overlap: int) -> tuple[Proc, Proc]:
+    """The tutorial's dumper and aggregator (MSight's flags), started and subscribed."""
+    dumper = launch(
+        processes,
+        tmp_path,
+        "dumper",
+        [
+            "msight_launch_video_local_dumper",
+            "-n",
+            "video_dumper",
+            "-st",
+            "aggregated_video",
+            "--save-dir",
+            "./received_videos",
+        ],
+        url,
+    )
+    aggregator = launch(
+        processes,
+        tmp_path,
+        "aggregator",
+        [
+            "msight_launch_image_to_video_aggregator",
+            "-n",
+            "image_aggregator",
+            "-st",
+            "rtsp_images",
+            "-pt",
+            "aggregated_video",
+            "--fps",
+            "10",
+            "--buffer-size",
+            str(buffer),
+            "--overlap-size",
+            str(overlap),
+        ],
+        url,
+    )
+    wait_for(
+        lambda: dumper.has_event("dumper_started") and aggregator.has_event("aggregator_started"),
+        30,
+        "dumper and aggregator to subscribe",
+    )
+    return dumper, aggregator

@@ -9,54 +9,9 @@ from pathlib import Path
 import pytest
 
 from msightd.video import probe_video
-from tests.integration.pipeline import launch, segments_on_disk
+from tests.integration.pipeline import launch, segments_on_disk, start_consumers
 from tests.support.processes import Proc, command, wait_for
 from tests.support.redis import RedisEndpoint
-
-
-def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int, overlap: int) -> tuple[Proc, Proc]:
-    dumper = launch(
-        processes,
-        tmp_path,
-        "dumper",
-        [
-            "msight_launch_video_local_dumper",
-            "-n",
-            "video_dumper",
-            "-st",
-            "aggregated_video",
-            "--save-dir",
-            "./received_videos",
-        ],
-        url,
-    )
-    aggregator = launch(
-        processes,
-        tmp_path,
-        "aggregator",
-        [
-            "msight_launch_image_to_video_aggregator",
-            "-n",
-            "image_aggregator",
-            "-st",
-            "rtsp_images",
-            "-pt",
-            "aggregated_video",
-            "--fps",
-            "10",
-            "--buffer-size",
-            str(buffer),
-            "--overlap-size",
-            str(overlap),
-        ],
-        url,
-    )
-    wait_for(
-        lambda: dumper.has_event("dumper_started") and aggregator.has_event("aggregator_started"),
-        30,
-        "dumper and aggregator to subscribe",
-    )
-    return dumper, aggregator
 
 
 def test_file_source_pipeline_with_overlap_writes_complete_segments(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from msightd.video import probe_video
-from tests.integration.pipeline import launch, segments_on_disk
+from tests.integration.pipeline import launch, segments_on_disk, start_consumers
 from tests.support.processes import Proc, command, wait_for
 from tests.support.redis import RedisEndpoint
 from tests.support.rtsp import RtspServer
@@ -27,43 +27,7 @@ def test_seed_tutorial_commands_over_rtsp(
     redis_server: RedisEndpoint, rtsp_camera: RtspServer, tmp_path: Path, processes: list[Proc]
 ) -> None:
     url = redis_server.url
-    dumper = launch(
-        processes,
-        tmp_path,
-        "dumper",
-        [
-            "msight_launch_video_local_dumper",
-            "-n",
-            "video_dumper",
-            "-st",
-            "aggregated_video",
-            "--save-dir",
-            "./received_videos",
-        ],
-        url,
-    )
-    aggregator = launch(
-        processes,
-        tmp_path,
-        "aggregator",
-        [
-            "msight_launch_image_to_video_aggregator",
-            "-n",
-            "image_aggregator",
-            "-st",
-            "rtsp_images",
-            "-pt",
-            "aggregated_video",
-            "--fps",
-            "10",
-            "--buffer-size",
-            "100",
-            "--overlap-size",
-            "0",
-        ],
-        url,
-    )
-    wait_for(lambda: dumper.has_event("node_ready") and aggregator.has_event("node_ready"), 60, "consumers")
+    start_consumers(processes, tmp_path, url, buffer=100, overlap=0)
     source = Proc(
         [
             command("msight_launch_rtsp"),
