@@ -238,3 +238,27 @@ def test_a_full_disk_keeps_segments_until_there_is_room(
     assert len(ids) == len(set(ids)) and ids == sorted(ids)
     print(f"\nfull disk: {len(segments)} segments written after space came back, none lost or partial")
     shutil.rmtree(save_dir, ignore_errors=True)
+
+
+def test_source_backlog_bridges_a_broker_outage_and_reports_what_it_dropped(
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    source = launch(
+        processes,
+        tmp_path,
+        "rtsp",
+        ["msight_launch_rtsp", "-n", "cam", "-u", str(sample_video), "-pt", "frames", "--sensor-name", "c1",
+         "--loop", "--transport", "stream", "--backlog-frames", "15"],
+        redis_server.url,
+    )  # fmt: skip
+    wait_for(lambda: len(source.has_event("frame_captured")) >= 10, 60, "frames to flow")
+    redis_server.stop()
+    wait_for(lambda: source.has_event("publish_failed"), 30, "the outage to be noticed")
+    time.sleep(4)  # ~40 frames at 10 fps: more than the 15-frame backlog holds
+    redis_server.start()
+    overflow = wait_for(lambda: source.has_event("backlog_overflowed"), 60, "the drop count once the broker is back")
+    dropped = overflow[0]["dropped_frames"]
+    kept = len(published_frame_ids(redis_server.url, "frames"))
+    print(f"\nbroker down ~4 s with a 15-frame backlog: {dropped} frames dropped and reported, backlog published")
+    assert dropped >= 10 and kept >= 15
+    assert source.process.poll() is None
