@@ -105,7 +105,9 @@ def test_broker_restart_mid_run_is_survived_without_a_crash(
         events = daemon.proc.events()
         assert [e for e in events if e["event"] == "bus_disconnected"]
         assert [e for e in events if e["event"] == "bus_reconnected"]
-        assert_complete_segments(save_dir)
+        daemon.proc.process.send_signal(signal.SIGTERM)  # compare files at rest, not mid-write
+        assert daemon.proc.wait(90) == 0
+    assert_complete_segments(save_dir)
 
 
 def test_a_flood_of_malformed_messages_is_counted_and_survived(
@@ -233,6 +235,13 @@ def test_a_full_disk_keeps_segments_until_there_is_room(
     filler.unlink()
     wait_for(lambda: dumper.has_event("segment_writes_recovered"), 60, "writes to resume")
     wait_for(lambda: len(segments_on_disk(save_dir)) >= 3, 60, "the kept segments to be written")
+    for proc in processes:  # source, aggregator, dumper: stop in pipeline order, then look at rest
+        if proc.args[0].endswith("msight_launch_rtsp"):
+            assert proc.terminate() == 0
+    for name in ("msight_launch_image_to_video_aggregator", "msight_launch_video_local_dumper"):
+        for proc in processes:
+            if proc.args[0].endswith(name):
+                assert proc.terminate() == 0
     segments = assert_complete_segments(save_dir)
     ids = [f["frame_id"] for _, meta in segments for f in meta["frames"]]  # type: ignore[attr-defined]
     assert len(ids) == len(set(ids)) and ids == sorted(ids)
