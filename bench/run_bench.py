@@ -49,6 +49,7 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/run_bench.py` puts bench/, n
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import wait_for  # noqa: E402
 from tests.support.rtsp import RtspServer, rtsp_server_available  # noqa: E402
 
 FFMPEG = "/usr/bin/ffmpeg"  # Debian's build: the floor must not depend on the venv's PyAV libraries
@@ -286,14 +287,7 @@ def stop_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, time
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
+    return wait_for(predicate, timeout_s, what, interval_s, error=BenchError)
 
 
 class BenchError(RuntimeError):

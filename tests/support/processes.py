@@ -25,15 +25,21 @@ def command(name: str) -> str:
     return str(path)
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
+def wait_for(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    error: type[Exception] = AssertionError,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; raise ``error`` naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+            raise error(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)
 
 
