@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from msightd.config import ConfigFileError, DaemonConfig, NodeSpec, RestartPolicy, load_config
+from msightd.embedded_redis import RedisServerError, RedisServerProcess
 from msightd.nodes import NODE_KINDS
 from msightd.pdeathsig import die_with_parent
 from msightd.sdnotify import SystemdNotifier
@@ -111,6 +112,7 @@ class Supervisor:
         metrics: SupervisorMetrics,
         log: structlog.typing.FilteringBoundLogger,
         notifier: SystemdNotifier,
+        broker: RedisServerProcess | None = None,
     ) -> None:
         self.config = config
         self._env = env
@@ -125,6 +127,7 @@ class Supervisor:
         self._stopping = False
         self._announced_ready = False
         self._snapshot: dict[str, Any] = {"nodes": []}
+        self._broker = broker
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class Supervisor:
             self._promote_ready()
             self._start_due()
             self._announce_ready_once()
+            self._keep_broker_up()
             self._notifier.watchdog()
             self._publish_snapshot()
         self._notifier.stopping()
@@ -168,6 +172,20 @@ class Supervisor:
         self._stop_nodes(list(self._nodes.values()))
         self._publish_snapshot()
         return 0
+
+    def _keep_broker_up(self) -> None:
+        """The embedded redis-server is supervised too: if it dies, start it again on the same socket
+        (nodes reconnect by themselves; what it held in memory is gone)."""
+        if self._broker is None or self._broker.running():
+            return
+        self._log.error("embedded_redis_died", msg="the embedded redis-server exited; starting it again")
+        try:
+            self._broker.start()
+        except RedisServerError as exc:
+            self._log.error("embedded_redis_restart_failed", error=str(exc))
+            return
+        self._metrics.broker_restarts.inc()
+        self._log.info("embedded_redis_restarted", pid=self._broker.pid)
 
     def _handle_signals(self) -> None:
         while self._signals:

@@ -40,6 +40,12 @@ class SupervisorMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.broker_restarts = Counter(
+            "embedded_redis_restarts",
+            "Restarts of the embedded redis-server by the daemon.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         Gauge(
             "daemon_build_info",
             "msightd version of the daemon.",

@@ -173,7 +173,7 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
             log_format="json" if log_format == "auto" and not sys.stderr.isatty() else log_format,
             summary_interval_s=config.logging.summary_interval_s,
         )
-        supervisor = Supervisor(config, environment, supervisor_metrics, log, SystemdNotifier())
+        supervisor = Supervisor(config, environment, supervisor_metrics, log, SystemdNotifier(), broker=embedded)
         supervisor.install_signal_handlers()
         control = ControlServer(socket_path, supervisor.snapshot)
         control.start()

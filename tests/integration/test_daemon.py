@@ -206,3 +206,16 @@ def test_systemd_notify_ready_and_watchdog(sample_video: Path, tmp_path: Path) -
     finally:
         daemon.kill()
         listener.close()
+
+
+def test_embedded_redis_that_dies_is_restarted(sample_video: Path, tmp_path: Path, processes: list[Proc]) -> None:
+    with running_daemon(lambda d, p: pipeline_toml(sample_video, d, p), tmp_path, processes) as daemon:
+        save_dir = tmp_path / "videos"
+        wait_for(lambda: segments_on_disk(save_dir), 60, "a first segment")
+        names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in daemon.child_pids()}
+        (broker_pid,) = [pid for pid, name in names.items() if name.startswith("redis-server")]
+        os.kill(broker_pid, signal.SIGKILL)
+        wait_for(lambda: daemon.proc.has_event("embedded_redis_restarted"), 30, "the broker to be restarted")
+        count = len(segments_on_disk(save_dir))
+        wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 90, "segments after the broker restart")
+        assert {n["state"] for n in daemon.nodes().values()} == {"running"}
