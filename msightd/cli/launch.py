@@ -138,6 +138,8 @@ def _fail(prog: str, problems: Sequence[str]) -> NoReturn:
 
 def _launch(kind: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> NoReturn:
     args = vars(parser.parse_args(argv))
+    if args["stream_maxlen"] < 1:
+        _fail(parser.prog, [f"--stream-maxlen must be >= 1, got {args['stream_maxlen']}"])
     host = HostOptions(
         redis_url=args["redis_url"],
         log_level=args["log_level"],

@@ -96,6 +96,14 @@ def test_bad_flags_exit_2_with_one_clear_line(tmp_path: Path) -> None:
             "--jpeg-quality",
         ),
         (["msight_launch_video_local_dumper", "-n", "d", "-st", "x", "-sd", "v", "--bogus"], "--bogus"),
+        (
+            ["msight_launch_video_local_dumper", "-n", "d", "-st", "x", "-sd", "v", "--stream-maxlen", "0"],
+            "--stream-maxlen must be >= 1",
+        ),
+        (
+            ["msight_launch_video_local_dumper", "-n", "d", "-st", "x", "-sd", "v", "--transport", "kafka"],
+            "--transport",
+        ),
     ]
     for args, expected in cases:
         result = subprocess.run([command(args[0]), *args[1:]], capture_output=True, text=True, timeout=60)
