@@ -40,6 +40,8 @@ from msightd.nodes.base import (
 )
 from msightd.video import CODECS, X264_PRESETS, EncoderSettings, SegmentEncoder
 
+#: Frames waiting per sensor between the receiving loop and its encoder thread.
+SENSOR_QUEUE_FRAMES = 50
 #: How long a stopping aggregator keeps trying to publish its last segments to an absent broker.
 STOP_PUBLISH_PATIENCE_S = 3.0
 
@@ -178,9 +180,10 @@ class SensorWorker:
     def __init__(self, node: ImageToVideoAggregatorNode, sensor_name: str) -> None:
         self._node = node
         self.sensor_name = sensor_name
-        # Bounded: when encoding falls behind, the receiving loop waits (backpressure) instead of
-        # buffering without limit; with the stream transport the frames wait in Redis meanwhile.
-        self.queue: queue.Queue[BufferedFrame | None] = queue.Queue(maxsize=max(2 * node.config.buffer_size, 50))
+        # Bounded (5 s at 10 fps, ~12 MB of JPEG at 1280x960): when encoding falls behind, the receiving
+        # loop waits (backpressure) instead of buffering without limit; with the stream transport the
+        # frames wait in Redis meanwhile.
+        self.queue: queue.Queue[BufferedFrame | None] = queue.Queue(maxsize=SENSOR_QUEUE_FRAMES)
         config = node.config
         self._assembler = SegmentAssembler(
             config.buffer_size, config.overlap_size, lambda: OpenSegment(SegmentEncoder(config.encoder_settings()))
