@@ -109,13 +109,7 @@ def _aggregator_parser() -> argparse.ArgumentParser:
         "--encoder-threads",
         dest="encoder_threads",
         type=int,
-        help="codec threads per segment (default 0: 1 with several workers, else automatic)",
-    )
-    parser.add_argument(
-        "--encode-workers",
-        dest="encode_workers",
-        type=int,
-        help="segments encoded in parallel (default 0: one per CPU core)",
+        help="codec threads per sensor (default 0: the codec decides)",
     )
     return parser
 
