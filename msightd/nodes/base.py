@@ -20,6 +20,7 @@ import structlog
 from msightd.bus import Bus, Delivery, Subscription
 from msightd.messages import MalformedMessage
 from msightd.metrics import NodeMetrics
+from msightd.stop import StopFlag
 
 #: Exit codes shared by all nodes: 0 done, 1 failure worth a restart, 2 bad configuration (no restart helps).
 EXIT_OK = 0
@@ -40,7 +41,7 @@ class NodeRuntime:
     log: structlog.typing.FilteringBoundLogger
     metrics: NodeMetrics
     device_name: str
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: StopFlag = field(default_factory=StopFlag)
     frame_log_level: int = logging.INFO
     summary_interval_s: float = 0.0
     #: Called once the node is doing its job (subscribed / source opened); the daemon waits for it.

@@ -27,6 +27,7 @@ from msightd.metrics import NodeMetrics
 from msightd.nodes import NODE_KINDS
 from msightd.nodes.base import EXIT_CONFIG, ConfigError, NodeRuntime
 from msightd.pdeathsig import die_with_parent
+from msightd.stop import StopFlag
 
 PARENT_PID_ENV = "MSIGHTD_PARENT_PID"
 READY_FILE_ENV = "MSIGHTD_READY_FILE"
@@ -49,7 +50,7 @@ class HostOptions:
     summary_interval_s: float = 0.0
 
 
-def _die_with_parent(stop: threading.Event) -> None:
+def _die_with_parent(stop: StopFlag) -> None:
     expected = os.environ.get(PARENT_PID_ENV)
     if not expected:
         return
@@ -71,7 +72,7 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
     device = device_name()
     configure_logging(host.log_level, host.log_format, device=device, node=options.name)
     log = get_logger()
-    stop = threading.Event()
+    stop = StopFlag()
 
     received: list[str] = []
 
