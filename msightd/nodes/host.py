@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +26,14 @@ from msightd.identity import device_name
 from msightd.logs import configure_logging, get_logger
 from msightd.metrics import NodeMetrics
 from msightd.nodes import NODE_KINDS
-from msightd.nodes.base import EXIT_CONFIG, ConfigError, NodeRuntime
+from msightd.nodes.base import EXIT_CONFIG, EXIT_FAILURE, ConfigError, NodeRuntime
 from msightd.pdeathsig import die_with_parent
 from msightd.stop import StopFlag
 
 PARENT_PID_ENV = "MSIGHTD_PARENT_PID"
 READY_FILE_ENV = "MSIGHTD_READY_FILE"
+#: Seconds a node whose daemon died may take to flush before it exits regardless.
+ORPHAN_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,13 @@ def _die_with_parent(stop: StopFlag) -> None:
     die_with_parent()  # the daemon also sets it before exec; this covers other hosts
 
     def watch() -> None:
-        while not stop.wait(1.0):
-            if os.getppid() != int(expected):
-                stop.set()
-                return
+        while os.getppid() == int(expected):
+            time.sleep(1.0)
+        stop.set()
+        # An orphan must never linger: whatever the node is stuck on, it is gone after the grace period.
+        time.sleep(ORPHAN_GRACE_S)
+        os.write(2, b'{"event": "orphan_exit", "msg": "the daemon is gone and the node did not stop in time"}\n')
+        os._exit(EXIT_FAILURE)
 
     if os.getppid() != int(expected):
         stop.set()
