@@ -21,7 +21,6 @@ from msightd.bus.router import TopicSettings
 from msightd.nodes import NODE_KINDS
 from msightd.nodes.base import ConfigError
 
-RESTART_MODES = ("always", "on-failure", "never")
 TLS_KEYS = ("tls_ca_cert_file", "tls_cert_file", "tls_key_file")
 #: The daemon's own pipelines default to durable streams: nothing is lost while a node restarts.
 DEFAULT_TRANSPORT = "stream"

@@ -99,6 +99,14 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     )
 
 
+def redact_url(url: str) -> str:
+    """``scheme://user:password@host/...`` without its credentials, for logs and error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
 def get_logger(**context: Any) -> structlog.typing.FilteringBoundLogger:
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(**context)
     return logger

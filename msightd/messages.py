@@ -26,10 +26,6 @@ VIDEO_DATA_TYPE = "msight_core.data.video.VideoData"
 #: segment is a few MB, so 64 MiB leaves room while stopping a runaway producer from exhausting memory.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-#: Frame payload encodings. ``jpeg`` is what MSight writes and reads (``is_encoded`` true); ``raw`` is
-#: the BGR pixel buffer itself (``is_encoded`` false), cheaper when producer and consumer share a host.
-FRAME_ENCODINGS = ("jpeg", "raw")
-
 
 class MalformedMessage(ValueError):
     """A message that cannot be used. ``reason`` is one of a small fixed set (safe as a metric label)."""

@@ -33,12 +33,12 @@ import structlog
 from msightd.config import ConfigFileError, DaemonConfig, NodeSpec, RestartPolicy, load_config
 from msightd.embedded_redis import RedisServerError, RedisServerProcess
 from msightd.nodes import NODE_KINDS
+from msightd.nodes.base import EXIT_CONFIG
 from msightd.pdeathsig import die_with_parent
 from msightd.sdnotify import SystemdNotifier
 from msightd.supervisor_metrics import SupervisorMetrics
 
 TICK_S = 0.5
-_EXIT_CONFIG = 2
 
 
 class NodeState(enum.Enum):
@@ -296,7 +296,7 @@ class Supervisor:
         self._forget_process(node, code)
         policy: RestartPolicy = node.spec.restart
         log = self._log.bind(node_name=node.spec.name, pid=node.pid, exit=node.last_exit)
-        if code == _EXIT_CONFIG:
+        if code == EXIT_CONFIG:
             self._fail(node, f"{node.last_exit}: the node refused its configuration (see its log); fix and reload")
             return
         if policy.restart == "never" or (policy.restart == "on-failure" and code == 0):
@@ -430,6 +430,3 @@ class Supervisor:
     def snapshot(self) -> dict[str, Any]:
         """Thread-safe: the control socket thread reads the last published snapshot."""
         return self._snapshot
-
-    def node_pids(self) -> dict[str, int | None]:
-        return {name: node.pid for name, node in self._nodes.items()}

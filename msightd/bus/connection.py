@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 import redis
 
+from msightd.logs import redact_url
+
 URL_ENV = "MSIGHT_REDIS_URL"
 _MSIGHT_PREFIX = "MSIGHT_REDIS_MESSAGE_BROKER_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -29,10 +31,7 @@ class RedisSettings:
 
     def describe(self) -> str:
         """The URL without its password, for logs and error messages."""
-        if "@" not in self.url:
-            return self.url
-        scheme, rest = self.url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return redact_url(self.url)
 
     def client(self, **options: object) -> redis.Redis:
         """A new client. Callers own it and must close it."""

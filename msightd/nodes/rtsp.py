@@ -25,6 +25,7 @@ import numpy as np
 from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable
 from msightd.identity import FrameIdGenerator, worker_id_for
+from msightd.logs import redact_url
 from msightd.messages import FrameMessage
 from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, NodeRuntime, PeriodicSummary
 
@@ -120,7 +121,7 @@ class RtspSourceNode:
             attempt += 1
             capture = self._open_capture()
             if capture.isOpened():
-                self._log.info("source_opened", url=self._redacted_url(), attempt=attempt)
+                self._log.info("source_opened", url=redact_url(self._config.url), attempt=attempt)
                 self._runtime.mark_ready()
                 return capture
             capture.release()
@@ -128,20 +129,13 @@ class RtspSourceNode:
             self._metrics.rtsp_reconnects.labels(self._metrics.node, self._sensor).inc()
             self._log.warning(
                 "source_open_failed",
-                url=self._redacted_url(),
+                url=redact_url(self._config.url),
                 attempt=attempt,
                 retry_in_s=delay,
                 hint="check the camera URL, network and credentials; retrying",
             )
             self._runtime.stop.wait(delay)
         return None
-
-    def _redacted_url(self) -> str:
-        url = self._config.url
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return url
 
     # -- main loop -------------------------------------------------------------------------------
 
@@ -184,7 +178,7 @@ class RtspSourceNode:
                     if config.is_file:
                         self._log.info("source_finished", file=config.file_path)
                         return True
-                    self._log.warning("source_lost", url=self._redacted_url(), hint="camera stopped sending")
+                    self._log.warning("source_lost", url=redact_url(self._config.url), hint="camera stopped sending")
                     self._source_lost = True
                     return False
             if frame_interval_s:

@@ -31,10 +31,6 @@ def segments_on_disk(save_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(found, key=lambda item: item[1]["first_capture_timestamp"])
 
 
-def wait_subscribed(proc: Proc, event: str) -> bool:
-    return bool(proc.has_event(event))
-
-
 def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int, overlap: int) -> tuple[Proc, Proc]:
     """The tutorial's dumper and aggregator (MSight's flags), started and subscribed."""
     dumper = launch(
