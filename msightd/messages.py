@@ -40,11 +40,23 @@ class MalformedMessage(ValueError):
 
 
 @dataclass(frozen=True)
+class FrameRef:
+    """Where a frame's pixels wait in shared memory (see :mod:`msightd.frame_ring`): the ring's file name
+    inside the consumer's own shm directory, the slot, and the frame's sequence number in that ring."""
+
+    ring: str
+    slot: int
+    seq: int
+
+
+@dataclass(frozen=True)
 class FrameMessage:
     """One camera frame as it travels on a frame topic.
 
     ``capture_timestamp`` and ``creation_timestamp`` are Unix epoch seconds (float, UTC based).
-    ``image`` holds JPEG bytes when ``is_encoded`` is true, else the raw BGR buffer of shape ``size``.
+    ``image`` holds JPEG bytes when ``is_encoded`` is true, else the raw BGR buffer of shape ``size``,
+    unless ``shm`` is set: then ``image`` is empty and the pixels (I420) wait in a shared-memory ring on
+    this host. Such messages are for msightd consumers on the same host; MSight's readers need JPEG.
     """
 
     sensor_name: str
@@ -55,8 +67,10 @@ class FrameMessage:
     image: bytes
     size: tuple[int, int, int]
     is_encoded: bool = True
+    shm: FrameRef | None = None
 
     def to_wire(self) -> bytes:
+        shm = self.shm
         return _pack(
             {
                 "data_type": IMAGE_DATA_TYPE,
@@ -69,6 +83,7 @@ class FrameMessage:
                 "is_encoded": self.is_encoded,
                 "detection_results": None,
                 "size": list(self.size),
+                **({} if shm is None else {"shm_ring": shm.ring, "shm_slot": shm.slot, "shm_seq": shm.seq}),
             }
         )
 
@@ -176,7 +191,8 @@ def decode_frame(payload: bytes) -> FrameMessage:
         raise MalformedMessage("bad_field", f"field 'size' must be [height, width, channels], got {raw_size!r}")
     size = (int(raw_size[0]), int(raw_size[1]), int(raw_size[2]))
     is_encoded = bool(fields.get("is_encoded", True))
-    if not is_encoded and len(image) != size[0] * size[1] * size[2]:
+    shm = _frame_ref(fields) if "shm_ring" in fields else None
+    if shm is None and not is_encoded and len(image) != size[0] * size[1] * size[2]:
         raise MalformedMessage("bad_field", f"raw image holds {len(image)} bytes, size {list(size)} needs more")
     device = fields.get("device_name")
     return FrameMessage(
@@ -188,7 +204,17 @@ def decode_frame(payload: bytes) -> FrameMessage:
         image=image,
         size=size,
         is_encoded=is_encoded,
+        shm=shm,
     )
+
+
+def _frame_ref(fields: Mapping[str, Any]) -> FrameRef:
+    ring = str(_field(fields, "shm_ring", str))
+    slot = int(_field(fields, "shm_slot", int))
+    seq = int(_field(fields, "shm_seq", int))
+    if slot < 0 or seq < 1:
+        raise MalformedMessage("bad_field", f"shared-memory reference slot {slot} / seq {seq} is invalid")
+    return FrameRef(ring, slot, seq)
 
 
 _SEGMENT_KNOWN_FIELDS = frozenset(

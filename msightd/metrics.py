@@ -82,6 +82,11 @@ class NodeMetrics:
         self.frames_published = counter("frames_published", "Frames published to a topic.", ("sensor", "topic"))
         self.frames_received = counter("frames_received", "Frames received from a topic.", ("sensor", "topic"))
         self.frames_dropped = counter("frames_dropped", "Frames dropped, by reason.", ("sensor", "reason"))
+        self.frames_inline = counter(
+            "frames_sent_inline",
+            "Frames meant for a shared-memory ring sent inline (JPEG) instead, by reason.",
+            ("sensor", "reason"),
+        )
         self.frame_rate = Gauge(
             "frame_rate_hertz",
             f"Frames per second over the last {RATE_WINDOW_S:g} s.",

@@ -75,14 +75,14 @@ class SegmentEncoder:
     """Encodes one segment frame by frame, so the file is ready right after its last frame arrives and
     no decoded frames are held (a 100-frame 1280x960 buffer is 370 MB of BGR).
 
-    The first frame fixes the size; later frames must have the same shape. Not thread-safe: one owner.
+    The first frame fixes the size; later frames must have the same size. Not thread-safe: one owner.
     ``encode_seconds`` is the wall time spent inside the encoder (for the encode-duration metric).
     """
 
     def __init__(self, settings: EncoderSettings) -> None:
         self._settings = settings
         self._count = 0
-        self._shape: tuple[int, ...] | None = None
+        self._size: tuple[int, ...] | None = None  # (height, width) of the frames given
         self._cropped = False
         self._width = self._height = 0
         self._container: Any = None
@@ -97,29 +97,46 @@ class SegmentEncoder:
         return self._count
 
     def add(self, image: np.ndarray) -> None:
+        """Add a BGR frame."""
         started = time.perf_counter()
-        if self._shape is None:
-            self._open(image)
-        elif image.shape != self._shape:
-            raise ValueError(f"frame shape {image.shape} differs from the segment's {self._shape}")
+        self._check_size(image.shape[:2])
         cropped = np.ascontiguousarray(even_crop(image))
         if self._writer is not None:
             self._writer.write(cropped)
         else:
             # OpenCV's BGR->I420 (BT.601, limited range: what swscale would do) is ~2x faster than swscale's
-            planar: Any = cv2.cvtColor(cropped, cv2.COLOR_BGR2YUV_I420)
-            frame = av.VideoFrame.from_ndarray(planar, format="yuv420p")
-            frame.pts = self._count
-            frame.time_base = self._stream.codec_context.time_base
-            self._container.mux(self._stream.encode(frame))
+            self._encode_i420(cv2.cvtColor(cropped, cv2.COLOR_BGR2YUV_I420))
         self._count += 1
         self.encode_seconds += time.perf_counter() - started
 
-    def _open(self, image: np.ndarray) -> None:
-        self._shape = image.shape
-        cropped = even_crop(image)
-        self._cropped = cropped.shape != image.shape
-        self._height, self._width = cropped.shape[:2]
+    def add_i420(self, planar: np.ndarray) -> None:
+        """Add a frame already in I420 (shape ``(height*3/2, width)``, even sides): what a shared-memory
+        frame ring holds, so no colour conversion is needed here."""
+        started = time.perf_counter()
+        self._check_size((planar.shape[0] * 2 // 3, planar.shape[1]))
+        if self._writer is not None:
+            self._writer.write(cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420))
+        else:
+            self._encode_i420(planar)
+        self._count += 1
+        self.encode_seconds += time.perf_counter() - started
+
+    def _check_size(self, size: tuple[int, ...]) -> None:
+        if self._size is None:
+            self._open(size[0], size[1])
+        elif size != self._size:
+            raise ValueError(f"frame size {size} differs from the segment's {self._size}")
+
+    def _encode_i420(self, planar: Any) -> None:
+        frame = av.VideoFrame.from_ndarray(planar, format="yuv420p")
+        frame.pts = self._count
+        frame.time_base = self._stream.codec_context.time_base
+        self._container.mux(self._stream.encode(frame))
+
+    def _open(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        self._height, self._width = height - height % 2, width - width % 2
+        self._cropped = (self._height, self._width) != (height, width)
         settings = self._settings
         if settings.codec == "mp4v":
             handle, self._path = tempfile.mkstemp(suffix=".mp4", prefix="msightd-", dir=_scratch_dir())

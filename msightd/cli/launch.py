@@ -71,8 +71,13 @@ def _rtsp_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--frame-encoding",
         dest="frame_encoding",
-        choices=("jpeg", "raw"),
-        help="jpeg (MSight's, default) or raw BGR (no JPEG cost; same-host consumers)",
+        choices=("jpeg", "raw", "shm"),
+        help="jpeg (MSight's, default), raw BGR through the broker, or shm: pixels in a shared-memory ring, "
+        "only a reference on the bus (fastest; msightd consumers on this host)",
+    )
+    parser.add_argument("--shm-dir", dest="shm_dir", help="directory of frame rings (default /dev/shm/msightd)")
+    parser.add_argument(
+        "--shm-slots", dest="shm_slots", type=int, help="frames per ring (default 160; > buffer size + 50)"
     )
     parser.add_argument("--loop", action="store_true", default=None, help="replay a video file forever")
     parser.add_argument("--open-timeout", dest="open_timeout_s", type=float, help="seconds (default 5)")
@@ -111,6 +116,7 @@ def _aggregator_parser() -> argparse.ArgumentParser:
         type=int,
         help="codec threads per sensor (default 0: the codec decides)",
     )
+    parser.add_argument("--shm-dir", dest="shm_dir", help="directory of frame rings (default /dev/shm/msightd)")
     return parser
 
 

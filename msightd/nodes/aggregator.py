@@ -10,7 +10,8 @@ differs closes the segment early rather than producing a broken file.
 The receiving loop only parses and hands frames over, so the subscription keeps draining while
 segments encode (a pub/sub subscriber that falls behind is disconnected by Redis). On stop, each
 sensor's partial segment is finished and published before exit. Frame deliveries are acknowledged only
-once a published segment holds them.
+once a published segment holds them; frames that came through a shared-memory ring are released to its
+writer at the same moment, so a crash before then finds them still there when they are redelivered.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable, Delivery
+from msightd.frame_ring import DEFAULT_SHM_DIR, FrameLost, FrameRingReader
 from msightd.messages import FrameMessage, MalformedMessage, SegmentMessage, decode_frame
 from msightd.nodes.base import (
     EXIT_FAILURE,
@@ -60,6 +62,7 @@ class AggregatorConfig:
     crf: int = 23
     preset: str = "veryfast"
     encoder_threads: int = 0
+    shm_dir: str = DEFAULT_SHM_DIR
 
     def validate(self) -> None:
         if self.buffer_size < 1:
@@ -83,12 +86,32 @@ class AggregatorConfig:
         return EncoderSettings(self.codec, self.fps, self.crf, self.preset, self.encoder_threads)
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class BufferedFrame:
-    """A received frame and how to acknowledge it once a published segment holds it."""
+    """A received frame, how to acknowledge it, and (for a frame from a shared-memory ring) how to tell
+    the ring's writer its slot is free; both happen once a published segment holds the frame."""
 
     message: FrameMessage
     ack: Callable[[], None]
+    release: Callable[[], None] = _nothing
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A frame's pixels as the encoder takes them: BGR from a JPEG or raw message, or I420 from a ring."""
+
+    array: np.ndarray
+    i420: bool = False
+
+    def feed(self, encoder: SegmentEncoder) -> None:
+        if self.i420:
+            encoder.add_i420(self.array)
+        else:
+            encoder.add(self.array)
 
 
 class OpenSegment:
@@ -99,11 +122,11 @@ class OpenSegment:
         self.frames: list[BufferedFrame] = []
         self.last_sequence = -1
 
-    def add(self, frame: BufferedFrame, image: np.ndarray | None, sequence: int) -> None:
-        if self.encoder is not None and image is not None:
-            self.encoder.add(image)
+    def add(self, frame: BufferedFrame, pixels: Pixels | None, sequence: int) -> None:
+        if self.encoder is not None and pixels is not None:
+            pixels.feed(self.encoder)
         # keep what the segment message needs, not the JPEG (24 MB per 100 frames at 1280x960)
-        self.frames.append(BufferedFrame(dataclasses.replace(frame.message, image=b""), frame.ack))
+        self.frames.append(dataclasses.replace(frame, message=dataclasses.replace(frame.message, image=b"")))
         self.last_sequence = sequence
 
     def abort(self) -> None:
@@ -129,7 +152,7 @@ class SegmentAssembler:
     sequence: int = 0  # frames seen, for telling fresh frames from overlap already published
     emitted_upto: int = -1  # sequence of the last frame of the last emitted segment
 
-    def add(self, frame: BufferedFrame, image: np.ndarray | None) -> list[OpenSegment]:
+    def add(self, frame: BufferedFrame, pixels: Pixels | None) -> list[OpenSegment]:
         """Add ``frame`` to every segment it belongs to; return the segments it completes."""
         completed: list[OpenSegment] = []
         if self.size is not None and frame.message.size != self.size:
@@ -138,7 +161,7 @@ class SegmentAssembler:
         if self.position % (self.buffer_size - self.overlap_size) == 0:
             self.open.append(self.new_segment())
         for segment in self.open:
-            segment.add(frame, image, self.sequence)
+            segment.add(frame, pixels, self.sequence)
         self.sequence += 1
         self.position += 1
         if len(self.open[0].frames) >= self.buffer_size:
@@ -165,6 +188,7 @@ class SegmentAssembler:
 
 
 def _decode_image(message: FrameMessage) -> np.ndarray:
+    """The BGR pixels of an inline (JPEG or raw) frame."""
     if not message.is_encoded:
         return np.frombuffer(message.image, dtype=np.uint8).reshape(message.size)
     image = cv2.imdecode(np.frombuffer(message.image, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -194,9 +218,9 @@ class SensorWorker:
     def _run(self) -> None:
         try:
             while (frame := self.queue.get()) is not None:
-                image = self._node.decode(frame)
-                if image is not None:
-                    for segment in self._assembler.add(frame, image):
+                pixels = self._node.decode(frame)
+                if pixels is not None:
+                    for segment in self._assembler.add(frame, pixels):
                         self._node.publish_segment(segment)
             for segment in self._assembler.flush():
                 self._node.publish_segment(segment)
@@ -226,6 +250,8 @@ class ImageToVideoAggregatorNode:
         self._next_behind_log = 0.0
         self._summary = PeriodicSummary(runtime)
         self._malformed = MalformedMessageReporter(runtime)
+        self._rings = FrameRingReader(config.shm_dir, consumer=config.name)
+        self._next_lost_log: dict[str, float] = {}
 
     def run(self) -> int:
         topic = self.config.subscribe_topic
@@ -244,9 +270,11 @@ class ImageToVideoAggregatorNode:
             subscription.close()
             for worker in self._workers.values():
                 worker.stop()
+            self._rings.close()
         return EXIT_FAILURE if self.encoder_failed.is_set() else EXIT_OK
 
     def _tick(self) -> None:
+        self._rings.heartbeat()
         queued = sum(worker.queue.qsize() for worker in self._workers.values())
         self._metrics.pending_segments.labels(self._metrics.node).set(queued / self.config.buffer_size)
         self._summary.maybe_log(queued_frames=queued, sensors=len(self._workers))
@@ -264,7 +292,9 @@ class ImageToVideoAggregatorNode:
         worker = self._workers.get(message.sensor_name)
         if worker is None:
             worker = self._workers[message.sensor_name] = SensorWorker(self, message.sensor_name)
-        self._hand_over(worker, BufferedFrame(message, delivery.ack))
+        ref = message.shm
+        release = _nothing if ref is None else lambda: self._rings.release(ref)
+        self._hand_over(worker, BufferedFrame(message, delivery.ack, release))
 
     def _hand_over(self, worker: SensorWorker, frame: BufferedFrame) -> None:
         """Queue ``frame`` for its sensor's encoder, waiting while that queue is full (backpressure)."""
@@ -285,16 +315,36 @@ class ImageToVideoAggregatorNode:
 
     # -- encoder threads -------------------------------------------------------------------------
 
-    def decode(self, frame: BufferedFrame) -> np.ndarray | None:
-        """The frame's pixels, or None (counted, logged, acknowledged) when they cannot be decoded."""
+    def decode(self, frame: BufferedFrame) -> Pixels | None:
+        """The frame's pixels, or None (counted, logged, acknowledged) when they cannot be had."""
+        message = frame.message
+        sensor = self._metrics.sensor(message.sensor_name)
         try:
-            return _decode_image(frame.message)
+            if message.shm is not None:
+                height, width = message.size[:2]
+                return Pixels(self._rings.read(message.shm, height, width), i420=True)
+            return Pixels(_decode_image(message))
         except MalformedMessage as error:
             self._malformed.report(self.config.subscribe_topic, error)
-            sensor = self._metrics.sensor(frame.message.sensor_name)
             self._metrics.frames_dropped.labels(self._metrics.node, sensor, "undecodable").inc()
-            frame.ack()
-            return None
+        except FrameLost as lost:
+            self._metrics.frames_dropped.labels(self._metrics.node, sensor, f"shm_{lost.reason}").inc()
+            self._log_lost(message.sensor_name, lost)
+        frame.ack()
+        return None
+
+    def _log_lost(self, sensor_name: str, lost: FrameLost) -> None:
+        now = time.monotonic()
+        if now < self._next_lost_log.get(lost.reason, 0.0):
+            return
+        self._next_lost_log[lost.reason] = now + 10.0
+        self.runtime.log.warning(
+            "frame_lost",
+            sensor=sensor_name,
+            reason=lost.reason,
+            detail=str(lost),
+            hint="frames in shared memory need the camera node and this node on one host with the same shm_dir",
+        )
 
     def publish_segment(self, segment: OpenSegment) -> None:
         assert segment.encoder is not None
@@ -324,6 +374,7 @@ class ImageToVideoAggregatorNode:
             return  # frames stay unacked: a durable transport redelivers them
         for frame in segment.frames:
             frame.ack()
+            frame.release()
         self.runtime.log.info(
             "segment_published",
             sensor=first.sensor_name,

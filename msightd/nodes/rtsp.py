@@ -8,6 +8,11 @@ without a camera.
 
 While the broker is unreachable, frames wait in a bounded in-memory backlog (oldest dropped first, and
 counted) and are published in order when it is back.
+
+Frame encodings (``frame_encoding``): ``jpeg`` is MSight's and works across hosts; ``raw`` sends BGR
+pixels through the broker (no codec, but 3.7 MB per 1280x960 frame); ``shm`` keeps the pixels in a
+shared-memory ring on this host and sends only a reference, the cheapest way to same-host msightd
+consumers (see :mod:`msightd.frame_ring`). A frame the ring cannot take goes inline as JPEG.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import numpy as np
 
 from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable
+from msightd.frame_ring import DEFAULT_SHM_DIR, MAX_SLOTS, FrameRingWriter, RingError
 from msightd.identity import FrameIdGenerator, worker_id_for
 from msightd.logs import redact_url
-from msightd.messages import FrameMessage
+from msightd.messages import FrameMessage, FrameRef
 from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, NodeRuntime, PeriodicSummary
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
@@ -47,7 +53,12 @@ class RtspSourceConfig:
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     resize_ratio: float = 1.0
     jpeg_quality: int = 90
-    frame_encoding: Literal["jpeg", "raw"] = "jpeg"
+    frame_encoding: Literal["jpeg", "raw", "shm"] = "jpeg"
+    shm_dir: str = DEFAULT_SHM_DIR
+    #: Ring slots (frames) per camera: more than a consumer holds unacknowledged (an aggregator holds up
+    #: to buffer_size + 50), or frames go inline as JPEG. 1.8 MB each at 1280x960.
+    shm_slots: int = 160
+    shm_consumer_timeout_s: float = 120.0
     loop: bool = False
     open_timeout_s: float = 5.0
     read_timeout_s: float = 2.0
@@ -64,6 +75,10 @@ class RtspSourceConfig:
             raise ConfigError(f"backlog_frames must be >= 0, got {self.backlog_frames}")
         if not self.sensor_name:
             raise ConfigError("sensor_name must not be empty")
+        if not 2 <= self.shm_slots <= MAX_SLOTS:
+            raise ConfigError(f"shm_slots must be 2..{MAX_SLOTS}, got {self.shm_slots}")
+        if self.shm_consumer_timeout_s <= 0:
+            raise ConfigError(f"shm_consumer_timeout_s must be > 0, got {self.shm_consumer_timeout_s}")
 
     @property
     def is_file(self) -> bool:
@@ -97,6 +112,14 @@ class RtspSourceNode:
         self._last_frame_at: float | None = None
         self._source_lost = False
         self._frames_published = 0
+        self._ring: FrameRingWriter | None = None
+        if config.frame_encoding == "shm":
+            timeout_s = config.shm_consumer_timeout_s
+            self._ring = FrameRingWriter(
+                config.shm_dir, config.publish_topic, config.sensor_name, config.shm_slots, timeout_s
+            )
+        self._ring_broken = False
+        self._next_inline_log = 0.0
 
     # -- capture ---------------------------------------------------------------------------------
 
@@ -159,6 +182,8 @@ class RtspSourceNode:
                     break
         finally:
             self._flush_backlog(final=True)
+            if self._ring is not None:
+                self._ring.close(remove_if_unheld=True)
         self._log.info("source_stopped", frames_published=self._frames_published)
         return EXIT_OK
 
@@ -223,7 +248,10 @@ class RtspSourceNode:
     def _to_message(self, image: np.ndarray, captured_at: float) -> FrameMessage:
         height, width = image.shape[:2]
         channels = image.shape[2] if image.ndim == 3 else 1
-        if self._config.frame_encoding == "raw":
+        ref = self._write_ring(image) if self._ring is not None else None
+        if ref is not None:
+            payload, encoded = b"", False
+        elif self._config.frame_encoding == "raw":
             payload = np.ascontiguousarray(image).tobytes()
             encoded = False
         else:
@@ -241,7 +269,42 @@ class RtspSourceNode:
             image=payload,
             size=(height, width, channels),
             is_encoded=encoded,
+            shm=ref,
         )
+
+    def _write_ring(self, image: np.ndarray) -> FrameRef | None:
+        """Put the frame in the shared-memory ring; None (counted, logged) when it must go inline instead:
+        a consumer still holds the slot, or the ring cannot be had at all."""
+        ring = self._ring
+        assert ring is not None
+        ref = None
+        if not self._ring_broken and image.ndim == 3:
+            try:
+                ref = ring.write_bgr(image)
+            except RingError as exc:
+                self._ring_broken = True  # for good: retrying would fail the same way every frame
+                self._log.error("frame_ring_unusable", error=str(exc), msg="frames go inline as JPEG from now on")
+        for consumer in ring.evicted:
+            self._log.warning(
+                "frame_ring_consumer_evicted",
+                consumer_id=f"{consumer:016x}",
+                msg=f"a consumer silent for {self._config.shm_consumer_timeout_s:g} s no longer holds frames",
+            )
+        ring.evicted.clear()
+        if ref is not None:
+            return ref
+        reason = "ring_unusable" if self._ring_broken or image.ndim != 3 else "consumer_behind"
+        self._metrics.frames_inline.labels(self._metrics.node, self._sensor, reason).inc()
+        if time.monotonic() >= self._next_inline_log:
+            self._next_inline_log = time.monotonic() + 10.0
+            self._log.warning(
+                "frame_sent_inline",
+                reason=reason,
+                ring=str(ring.path),
+                hint="a consumer is behind or stopped (it gets these frames as JPEG, nothing is lost); "
+                "if this persists, raise shm_slots",
+            )
+        return None
 
     # -- publishing ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from msightd.messages import (
     MAX_MESSAGE_BYTES,
     VIDEO_DATA_TYPE,
     FrameMessage,
+    FrameRef,
     MalformedMessage,
     SegmentMessage,
     decode_frame,
@@ -55,6 +56,15 @@ def test_frame_round_trips_with_msight_field_names() -> None:
     assert decode_frame(wire) == frame
 
 
+def test_shared_memory_frame_round_trips_without_pixels() -> None:
+    ring = "frames.cam-1280x960x160.ring"
+    frame = make_frame(image=b"", is_encoded=False, shm=FrameRef(ring, 3, 42))
+    wire = frame.to_wire()
+    raw = msgpack.unpackb(wire, raw=False)
+    assert (raw["shm_ring"], raw["shm_slot"], raw["shm_seq"], raw["image"]) == (ring, 3, 42, b"")
+    assert decode_frame(wire) == frame
+
+
 def test_segment_round_trips_and_keeps_unknown_fields() -> None:
     segment = make_segment()
     raw = msgpack.unpackb(segment.to_wire(), raw=False)
@@ -97,6 +107,9 @@ def test_msight_style_frame_without_extra_fields_is_read() -> None:
         (msgpack.packb({**msgpack.unpackb(make_frame().to_wire()), "size": [1, 2]}), "bad_field"),
         (msgpack.packb({**msgpack.unpackb(make_frame().to_wire()), "capture_timestamp": float("nan")}), "bad_field"),
         (make_frame(is_encoded=False, image=b"short").to_wire(), "bad_field"),
+        (make_frame(is_encoded=False, image=b"", shm=FrameRef("r.ring", -1, 1)).to_wire(), "bad_field"),
+        (make_frame(is_encoded=False, image=b"", shm=FrameRef("r.ring", 0, 0)).to_wire(), "bad_field"),
+        (msgpack.packb({**msgpack.unpackb(make_frame().to_wire()), "shm_ring": "r.ring"}), "missing_field"),
     ],
 )
 def test_bad_frames_raise_malformed_with_reason(payload: bytes, reason: str) -> None:

@@ -1,0 +1,155 @@
+"""Shared-memory frame rings, on real mapped files: what is written is read back, a frame a consumer
+holds is never overwritten, and references from messages cannot leave the ring directory."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from msightd.frame_ring import FrameLost, FrameRingReader, FrameRingWriter, RingError
+from msightd.messages import FrameRef
+
+HEIGHT, WIDTH = 48, 64
+
+
+def frame(value: int) -> np.ndarray:
+    rng = np.random.default_rng(value)
+    return rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+def writer(directory: Path, slots: int = 4, timeout_s: float = 60.0, sensor: str = "cam1") -> FrameRingWriter:
+    return FrameRingWriter(directory, "frames", sensor, slots, timeout_s)
+
+
+def test_a_written_frame_reads_back_as_its_i420(tmp_path: Path) -> None:
+    ring = writer(tmp_path)
+    reader = FrameRingReader(tmp_path, "aggregator")
+    image = cv2.resize(frame(1), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+    image = cv2.GaussianBlur(image, (15, 15), 5)  # smooth, as camera pictures are at chroma resolution
+    ref = ring.write_bgr(image)
+    assert ref is not None and ref.seq == 1
+    planar = reader.read(ref, HEIGHT, WIDTH)
+    assert np.array_equal(planar, cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))
+    back = cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420)
+    assert float(np.mean(np.abs(back.astype(int) - image.astype(int)))) < 4  # the same picture, chroma subsampled
+
+
+def test_a_held_slot_is_not_overwritten_until_released(tmp_path: Path) -> None:
+    ring = writer(tmp_path, slots=3)
+    reader = FrameRingReader(tmp_path, "aggregator")
+    refs = [ring.write_bgr(frame(i)) for i in range(3)]
+    assert all(ref is not None for ref in refs)
+    first = refs[0]
+    assert first is not None
+    reader.read(first, HEIGHT, WIDTH)  # registers: this consumer holds frame 1 onwards
+    assert ring.write_bgr(frame(9)) is None, "frame 1's slot is still held: the caller must send inline"
+    reader.release(first)
+    fourth = ring.write_bgr(frame(4))
+    assert fourth is not None and fourth.slot == first.slot and fourth.seq == 4
+    with pytest.raises(FrameLost) as lost:
+        reader.read(first, HEIGHT, WIDTH)
+    assert lost.value.reason == "overwritten"
+    second = refs[1]
+    assert second is not None
+    assert np.array_equal(reader.read(second, HEIGHT, WIDTH), cv2.cvtColor(frame(1), cv2.COLOR_BGR2YUV_I420))
+
+
+def test_an_unclaimed_ring_keeps_its_frames_for_the_consumer_timeout(tmp_path: Path) -> None:
+    ring = writer(tmp_path, slots=2, timeout_s=0.5)
+    assert ring.write_bgr(frame(0)) is not None and ring.write_bgr(frame(1)) is not None
+    assert ring.write_bgr(frame(2)) is None, "no consumer yet: its frames wait for it"
+    time.sleep(0.6)
+    assert ring.write_bgr(frame(3)) is not None, "nobody came within the timeout: the ring moves on"
+
+
+def test_a_silent_consumer_is_evicted_and_a_live_one_is_not(tmp_path: Path) -> None:
+    ring = writer(tmp_path, slots=2, timeout_s=0.5)
+    silent = FrameRingReader(tmp_path, "gone")
+    live = FrameRingReader(tmp_path, "alive")
+    ref = ring.write_bgr(frame(0))
+    assert ref is not None
+    silent.read(ref, HEIGHT, WIDTH)
+    live.read(ref, HEIGHT, WIDTH)
+    live.release(ref)
+    second = ring.write_bgr(frame(1))
+    assert second is not None
+    assert ring.write_bgr(frame(2)) is None, "'gone' still holds frame 1"
+    for _ in range(4):
+        time.sleep(0.2)
+        live.heartbeat()
+    assert ring.write_bgr(frame(2)) is not None
+    assert len(ring.evicted) == 1
+    assert ring.write_bgr(frame(3)) is None, "'alive' has not read frame 2 yet"
+    live.read(second, HEIGHT, WIDTH)
+    live.release(second)
+    assert ring.write_bgr(frame(3)) is not None
+
+
+def test_a_restarted_writer_continues_the_ring_and_keeps_held_frames(tmp_path: Path) -> None:
+    first = writer(tmp_path, slots=2)
+    reader = FrameRingReader(tmp_path, "aggregator")
+    ref = first.write_bgr(frame(0))
+    assert ref is not None
+    reader.read(ref, HEIGHT, WIDTH)
+    first.close(remove_if_unheld=True)
+    assert list(tmp_path.glob("*.ring")), "the consumer still holds frame 1: the ring stays"
+    second = writer(tmp_path, slots=2)
+    nxt = second.write_bgr(frame(1))
+    assert nxt is not None and nxt.seq == 2
+    assert second.write_bgr(frame(2)) is None
+    assert np.array_equal(reader.read(ref, HEIGHT, WIDTH), cv2.cvtColor(frame(0), cv2.COLOR_BGR2YUV_I420))
+    reader.release(nxt)
+    second.close(remove_if_unheld=True)
+    assert not list(tmp_path.glob("*.ring")), "nothing held: the ring is removed"
+
+
+def test_a_new_resolution_gets_a_new_ring(tmp_path: Path) -> None:
+    ring = writer(tmp_path)
+    small = ring.write_bgr(frame(0))
+    big = ring.write_bgr(np.zeros((HEIGHT * 2, WIDTH * 2, 3), np.uint8))
+    assert small is not None and big is not None and small.ring != big.ring
+    reader = FrameRingReader(tmp_path, "aggregator")
+    assert reader.read(big, HEIGHT * 2, WIDTH * 2).shape == (HEIGHT * 3, WIDTH * 2)
+    with pytest.raises(FrameLost) as lost:
+        reader.read(big, HEIGHT, WIDTH)
+    assert lost.value.reason == "bad_reference"
+    with pytest.raises(RingError, match="odd"):
+        ring.write_bgr(np.zeros((HEIGHT + 1, WIDTH, 3), np.uint8))
+
+
+def test_hostile_names_stay_inside_the_ring_directory(tmp_path: Path) -> None:
+    ring_dir = tmp_path / "rings"
+    ring = writer(ring_dir, sensor="../../etc/passwd\n")
+    ref = ring.write_bgr(frame(0))
+    assert ref is not None
+    assert [p.parent for p in tmp_path.rglob("*.ring")] == [ring_dir]
+    (tmp_path / "outside.ring").write_bytes(b"x" * 70000)
+    reader = FrameRingReader(ring_dir, "aggregator")
+    for name in ("../outside.ring", "/etc/passwd", ".hidden.ring", "rings/../outside.ring"):
+        with pytest.raises(FrameLost) as lost:
+            reader.read(FrameRef(name, 0, 1), HEIGHT, WIDTH)
+        assert lost.value.reason == "bad_reference", name
+    with pytest.raises(FrameLost) as missing:
+        reader.read(FrameRef("elsewhere.ring", 0, 1), HEIGHT, WIDTH)
+    assert missing.value.reason == "ring_missing"
+
+
+def test_no_room_for_a_ring_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    """A full tmpfs would kill the writer with SIGBUS on first touch; the ring's memory is reserved up
+    front instead, so it fails cleanly. A file size limit stands in for the full tmpfs here."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    try:
+        with pytest.raises(RingError, match="lower shm_slots"):
+            writer(tmp_path, slots=100).write_bgr(frame(0))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert not list(tmp_path.iterdir()), "no half-made ring is left behind"
