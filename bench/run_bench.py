@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds excluded at the start (default 5)")
     parser.add_argument("--cameras", type=int, default=1, help="RTSP cameras, each its own server (default 1)")
     parser.add_argument("--transport", choices=("stream", "pubsub"), default="stream", help="default stream")
-    parser.add_argument("--frame-encoding", choices=("jpeg", "raw"), default="jpeg", help="default jpeg")
+    parser.add_argument("--frame-encoding", choices=("jpeg", "raw", "shm"), default="jpeg", help="default jpeg")
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
     parser.add_argument("--buffer-size", type=int, default=100, help="frames per segment (default 100)")
@@ -365,7 +365,9 @@ def sensor_name(index: int) -> str:
     return f"cam{index}"
 
 
-def pipeline_toml(args: argparse.Namespace, urls: list[str], redis_url: str, metrics_port: int, save: Path) -> str:
+def pipeline_toml(
+    args: argparse.Namespace, urls: list[str], redis_url: str, metrics_port: int, save: Path, shm_dir: Path
+) -> str:
     """The daemon config: the seed pipeline with one rtsp node per camera, one aggregator and one dumper."""
     lines = [
         f'[redis]\nurl = "{redis_url}"\ntransport = "{args.transport}"\n',
@@ -379,12 +381,12 @@ def pipeline_toml(args: argparse.Namespace, urls: list[str], redis_url: str, met
         lines.append(
             f'[[nodes]]\nname = "{rtsp_node_name(index)}"\nkind = "rtsp"\nurl = "{url}"\n'
             f'publish_topic = "{FRAME_TOPIC}"\nsensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
-            f'frame_encoding = "{args.frame_encoding}"\n'
+            f'frame_encoding = "{args.frame_encoding}"\nshm_dir = "{shm_dir}"\n'
         )
     lines.append(
         f'[[nodes]]\nname = "{AGGREGATOR}"\nkind = "image_to_video_aggregator"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
         f'publish_topic = "{SEGMENT_TOPIC}"\nfps = {float(args.fps)}\nbuffer_size = {args.buffer_size}\n'
-        f'overlap_size = 0\ncodec = "h264"\npreset = "{args.preset}"\ncrf = {args.crf}\n'
+        f'overlap_size = 0\ncodec = "h264"\npreset = "{args.preset}"\ncrf = {args.crf}\nshm_dir = "{shm_dir}"\n'
     )
     lines.append(
         f'[[nodes]]\nname = "{DUMPER}"\nkind = "video_local_dumper"\nsubscribe_topic = "{SEGMENT_TOPIC}"\n'
@@ -470,6 +472,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
     from msightd.embedded_redis import RedisServerProcess
 
     save_dir, runtime_dir = work / "segments", Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
+    shm_dir = Path("/dev/shm" if os.path.isdir("/dev/shm") else work) / f"msightd-bench-{os.getpid()}"
     broker = RedisServerProcess(port=free_port(), log_file=work / "redis.log")
     metrics_port = free_port()
     config, log_path = work / "msightd.toml", work / "daemon.log"
@@ -477,7 +480,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
     daemon: subprocess.Popen[bytes] | None = None
     try:
         broker.start()
-        config.write_text(pipeline_toml(args, urls, broker.url, metrics_port, save_dir))
+        config.write_text(pipeline_toml(args, urls, broker.url, metrics_port, save_dir, shm_dir))
         command = [sys.executable, "-m", "msightd.cli.daemon", "run", "-c", str(config), "--runtime-dir"]
         daemon = start_group(
             [*command, str(runtime_dir)], log_path, {"MSIGHT_EDGE_DEVICE_NAME": "bench-edge", "NOTIFY_SOCKET": ""}
@@ -496,6 +499,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
             stop_group(daemon)
         broker.stop()
         shutil.rmtree(runtime_dir, ignore_errors=True)
+        shutil.rmtree(shm_dir, ignore_errors=True)
     kinds = {name: "rtsp" for name in names[:-2]} | {AGGREGATOR: "aggregator", DUMPER: "dumper"}
     return PipelineRun(
         events=read_events(log_path),

@@ -5,7 +5,7 @@ Run it with the *system* Python (``/usr/bin/python3``): it needs PyGObject and
 the GStreamer RTSP server typelib, which the project venvs do not have.  Debian
 packages::
 
-    python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+    python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-x
     gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 
 Sources
@@ -60,14 +60,14 @@ import sys
 from typing import Any, NoReturn
 
 APT_PACKAGES = (
-    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
+    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-x "
     "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly"
 )
 # element -> Debian package providing it; checked up front so that a missing
 # plugin gives a clear message instead of an opaque pipeline failure per client.
 REQUIRED_ELEMENTS = {
     "videotestsrc": "gstreamer1.0-plugins-base",
-    "timeoverlay": "gstreamer1.0-plugins-base",
+    "timeoverlay": "gstreamer1.0-x",
     "videoconvert": "gstreamer1.0-plugins-base",
     "appsrc": "gstreamer1.0-plugins-base",
     "appsink": "gstreamer1.0-plugins-base",
