@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-encoding", choices=("jpeg", "raw", "shm"), default="jpeg", help="default jpeg")
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
+    parser.add_argument("--decode-threads", type=int, default=1, help="rtsp node decoding threads (default 1)")
+    parser.add_argument("--encoder-threads", type=int, default=0, help="x264 threads per sensor (default 0: auto)")
     parser.add_argument("--buffer-size", type=int, default=100, help="frames per segment (default 100)")
     parser.add_argument("--fps", type=float, default=10.0, help="aggregator fps (the clips are 10 fps)")
     parser.add_argument(
@@ -382,11 +384,13 @@ def pipeline_toml(
             f'[[nodes]]\nname = "{rtsp_node_name(index)}"\nkind = "rtsp"\nurl = "{url}"\n'
             f'publish_topic = "{FRAME_TOPIC}"\nsensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
             f'frame_encoding = "{args.frame_encoding}"\nshm_dir = "{shm_dir}"\n'
+            f"decode_threads = {args.decode_threads}\n"
         )
     lines.append(
         f'[[nodes]]\nname = "{AGGREGATOR}"\nkind = "image_to_video_aggregator"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
         f'publish_topic = "{SEGMENT_TOPIC}"\nfps = {float(args.fps)}\nbuffer_size = {args.buffer_size}\n'
         f'overlap_size = 0\ncodec = "h264"\npreset = "{args.preset}"\ncrf = {args.crf}\nshm_dir = "{shm_dir}"\n'
+        f"encoder_threads = {args.encoder_threads}\n"
     )
     lines.append(
         f'[[nodes]]\nname = "{DUMPER}"\nkind = "video_local_dumper"\nsubscribe_topic = "{SEGMENT_TOPIC}"\n'
@@ -983,6 +987,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "transport": args.transport,
         "frame_encoding": args.frame_encoding,
+        "decode_threads": args.decode_threads,
+        "encoder_threads": args.encoder_threads,
         "codec": "h264",
         "preset": args.preset,
         "crf": args.crf,

@@ -79,6 +79,9 @@ def _rtsp_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shm-slots", dest="shm_slots", type=int, help="frames per ring (default 160; > buffer size + 50)"
     )
+    parser.add_argument(
+        "--decode-threads", dest="decode_threads", type=int, help="decoding threads (default 1; 0: one per core)"
+    )
     parser.add_argument("--loop", action="store_true", default=None, help="replay a video file forever")
     parser.add_argument("--open-timeout", dest="open_timeout_s", type=float, help="seconds (default 5)")
     parser.add_argument("--read-timeout", dest="read_timeout_s", type=float, help="seconds (default 2)")

@@ -65,12 +65,17 @@ class RtspSourceConfig:
     reconnect_delay_s: float = 0.25
     reconnect_delay_max_s: float = 1.0
     backlog_frames: int = 300
+    #: FFmpeg decoding threads (0: one per core). One is the cheapest per frame (no thread hand-offs) and
+    #: keeps up with a 1280x960@10 camera using ~7% of a core; raise it for 4K at high frame rates.
+    decode_threads: int = 1
 
     def validate(self) -> None:
         if not 0 < self.resize_ratio <= 4:
             raise ConfigError(f"resize_ratio must be in (0, 4], got {self.resize_ratio}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+        if self.decode_threads < 0:
+            raise ConfigError(f"decode_threads must be >= 0 (0 = one per core), got {self.decode_threads}")
         if self.backlog_frames < 0:
             raise ConfigError(f"backlog_frames must be >= 0, got {self.backlog_frames}")
         if not self.sensor_name:
@@ -125,10 +130,12 @@ class RtspSourceNode:
 
     def _open_capture(self) -> cv2.VideoCapture:
         config = self._config
+        threads = [cv2.CAP_PROP_N_THREADS, config.decode_threads] if config.decode_threads else []
         if config.is_file:
-            return cv2.VideoCapture(config.file_path, cv2.CAP_FFMPEG)
+            return cv2.VideoCapture(config.file_path, cv2.CAP_FFMPEG, threads)
         os.environ[_FFMPEG_OPTIONS_ENV] = f"rtsp_transport;{config.rtsp_transport}|{_FAST_PROBE}"
         params = [
+            *threads,
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(config.open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
