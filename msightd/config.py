@@ -19,6 +19,7 @@ from typing import Any, Literal
 from msightd.bus import TRANSPORTS
 from msightd.bus.router import TopicSettings
 from msightd.nodes import NODE_KINDS
+from msightd.nodes.aggregator import SENSOR_QUEUE_FRAMES
 from msightd.nodes.base import ConfigError
 
 TLS_KEYS = ("tls_ca_cert_file", "tls_cert_file", "tls_key_file")
@@ -347,5 +348,30 @@ def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
                 warnings.append(
                     f"{where}: topic {name!r}: maxlen {settings.maxlen} is under twice node {node.name!r}'s "
                     f"buffer_size ({buffer_size}); unacknowledged frames may be trimmed before they are encoded"
+                )
+    return warnings + _frame_ring_warnings(nodes, where)
+
+
+def _frame_ring_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
+    """Shared-memory producers whose ring is smaller than what a consumer of their topic holds (frames
+    would go as JPEG all the time), or whose consumers look in another directory (every frame lost)."""
+    warnings = []
+    for producer in nodes:
+        options = producer.options
+        if getattr(options, "frame_encoding", None) != "shm":
+            continue
+        for consumer in nodes:
+            if NODE_KINDS[consumer.kind].subscribed_topic(consumer.options) != options.publish_topic:
+                continue
+            held = getattr(consumer.options, "buffer_size", 0) + SENSOR_QUEUE_FRAMES
+            if options.shm_slots <= held:
+                warnings.append(
+                    f"{where}: node {producer.name!r}: shm_slots {options.shm_slots} is not above what node "
+                    f"{consumer.name!r} holds ({held} frames); most frames would go as JPEG"
+                )
+            if getattr(consumer.options, "shm_dir", options.shm_dir) != options.shm_dir:
+                warnings.append(
+                    f"{where}: node {producer.name!r} writes frames to {options.shm_dir} but node "
+                    f"{consumer.name!r} reads them from {consumer.options.shm_dir}; give both the same shm_dir"
                 )
     return warnings

@@ -107,3 +107,13 @@ def test_redis_tls_files_and_topics(tmp_path: Path) -> None:
     assert (topics["segments"].transport, topics["segments"].maxlen) == ("stream", 50)
     found = problems(tmp_path, '[topics.frames]\ntransport = "carrier-pigeon"\n' + BASE)
     assert any("[topics.frames]: key 'transport' must be one of 'pubsub', 'stream'" in p for p in found)
+
+
+def test_shared_memory_frames_warn_about_a_small_ring_or_another_directory(tmp_path: Path) -> None:
+    shm = BASE.replace('sensor_name = "c1"', 'sensor_name = "c1"\nframe_encoding = "shm"\nshm_slots = 120')
+    config = load(tmp_path, shm)
+    assert any("shm_slots 120 is not above what node 'agg' holds (150 frames)" in w for w in config.warnings)  # type: ignore[attr-defined]
+    config = load(tmp_path, shm.replace("shm_slots = 120", "shm_slots = 160") + 'shm_dir = "/dev/shm/other"\n')
+    warnings = config.warnings  # type: ignore[attr-defined]
+    assert len(warnings) == 1 and "give both the same shm_dir" in warnings[0]
+    assert not load(tmp_path, shm.replace("shm_slots = 120", "shm_slots = 160")).warnings  # type: ignore[attr-defined]
