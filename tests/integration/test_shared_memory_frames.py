@@ -20,7 +20,7 @@ BUFFER = 20
 
 def source_frames(path: Path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    frames = []
+    frames: list[np.ndarray] = []
     while True:
         ok, image = capture.read()
         if not ok:
