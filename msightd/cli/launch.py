@@ -117,7 +117,7 @@ def _aggregator_parser() -> argparse.ArgumentParser:
         "--encoder-threads",
         dest="encoder_threads",
         type=int,
-        help="codec threads per sensor (default 0: the codec decides)",
+        help="codec threads per sensor (default 1; 0: the codec decides)",
     )
     parser.add_argument("--shm-dir", dest="shm_dir", help="directory of frame rings (default /dev/shm/msightd)")
     return parser
