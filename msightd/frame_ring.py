@@ -210,13 +210,16 @@ class FrameRingWriter:
             return ring
         if height % 2 or width % 2:
             raise RingError(f"a {width}x{height} frame has an odd side; I420 needs even ones")
-        self._directory.mkdir(parents=True, exist_ok=True)
         path = self._directory / ring_name(self._topic, self._sensor, height, width, self._slots)
         try:
-            new = _open(path)
-        except (FileNotFoundError, RingError):
-            _create(path, height, width, self._slots)
-            new = _open(path)
+            self._directory.mkdir(parents=True, exist_ok=True)
+            try:
+                new = _open(path)
+            except (FileNotFoundError, RingError):
+                _create(path, height, width, self._slots)
+                new = _open(path)
+        except OSError as exc:
+            raise RingError(f"cannot use a frame ring at {path}: {exc.strerror or exc}; check shm_dir") from exc
         if ring is not None:
             self.close()
         self._ring = new
@@ -319,6 +322,8 @@ class FrameRingReader:
             ) from None
         except RingError as exc:
             raise FrameLost("bad_reference", str(exc)) from None
+        except OSError as exc:
+            raise FrameLost("ring_unreadable", f"cannot open ring {name}: {exc.strerror or exc}") from None
         return ring
 
     def _find(self, ring: _MappedRing) -> np.ndarray | None:

@@ -153,3 +153,10 @@ def test_no_room_for_a_ring_is_a_clear_error_not_a_crash(tmp_path: Path) -> None
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
     assert not list(tmp_path.iterdir()), "no half-made ring is left behind"
+
+
+def test_an_unusable_ring_directory_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(RingError, match=r"cannot use a frame ring at .*check shm_dir"):
+        writer(not_a_dir / "rings").write_bgr(frame(0))
