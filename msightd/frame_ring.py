@@ -81,6 +81,11 @@ def i420_bytes(height: int, width: int) -> int:
     return height * width * 3 // 2
 
 
+def _holding(consumers: np.ndarray, seq: int) -> np.ndarray:
+    """Which consumer entries are registered and still hold frame ``seq`` (their cursor is before it)."""
+    return (consumers[:, 0] != 0) & (consumers[:, 1] < seq)
+
+
 def _consumer_id(consumer: str) -> int:
     return int.from_bytes(hashlib.blake2b(consumer.encode(), digest_size=8).digest(), "little") | 1
 
@@ -236,26 +241,24 @@ class FrameRingWriter:
                 self._unclaimed_since = now
             return now - self._unclaimed_since < self._timeout_ns
         self._unclaimed_since = None
-        holders = np.flatnonzero((consumers[:, 0] != 0) & (consumers[:, 1] < old_seq))
-        if holders.size == 0:
+        if not _holding(consumers, old_seq).any():
             return False
-        with ring.locked():
-            for index in holders:
+        with ring.locked():  # entries may change under us until the lock is held: look again inside
+            for index in np.flatnonzero(_holding(consumers, old_seq)):
                 entry = consumers[index]
-                if entry[0] != 0 and entry[1] < old_seq and now - int(entry[2]) > self._timeout_ns:
+                if now - int(entry[2]) > self._timeout_ns:
                     self.evicted.append(int(entry[0]))
                     entry[:] = 0
-        return bool(np.any((consumers[:, 0] != 0) & (consumers[:, 1] < old_seq)))
+        return bool(_holding(consumers, old_seq).any())
 
     def close(self, remove_if_unheld: bool = False) -> None:
         """Unmap; with ``remove_if_unheld``, delete the ring when its consumers hold none of its frames."""
         ring, self._ring = self._ring, None
         if ring is None:
             return
-        registered = ring.consumers[:, 0] != 0
-        holding = registered & (ring.consumers[:, 1] < ring.words[_W_LAST_SEQ])
+        claimed = bool(np.any(ring.consumers[:, 0] != 0))
         # a ring nobody has claimed stays: its frames may wait in the broker for a consumer yet to start
-        if remove_if_unheld and registered.any() and not holding.any():
+        if remove_if_unheld and claimed and not _holding(ring.consumers, int(ring.words[_W_LAST_SEQ])).any():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ring.path)
         ring.close()

@@ -35,6 +35,7 @@ from msightd.nodes.base import (
     EXIT_FAILURE,
     EXIT_OK,
     ConfigError,
+    LogThrottle,
     MalformedMessageReporter,
     NodeRuntime,
     PeriodicSummary,
@@ -250,11 +251,11 @@ class ImageToVideoAggregatorNode:
         self._metrics = runtime.metrics
         self._workers: dict[str, SensorWorker] = {}
         self.encoder_failed = threading.Event()
-        self._next_behind_log = 0.0
+        self._behind_log = LogThrottle()
         self._summary = PeriodicSummary(runtime)
         self._malformed = MalformedMessageReporter(runtime)
         self._rings = FrameRingReader(config.shm_dir, consumer=config.name)
-        self._next_lost_log: dict[str, float] = {}
+        self._lost_log = LogThrottle()
 
     def run(self) -> int:
         topic = self.config.subscribe_topic
@@ -306,8 +307,7 @@ class ImageToVideoAggregatorNode:
                 worker.queue.put(frame, timeout=0.5)
                 return
             except queue.Full:
-                if time.monotonic() >= self._next_behind_log:
-                    self._next_behind_log = time.monotonic() + 10.0
+                if self._behind_log.allow():
                     self.runtime.log.warning(
                         "encoding_behind",
                         sensor=worker.sensor_name,
@@ -321,7 +321,6 @@ class ImageToVideoAggregatorNode:
     def decode(self, frame: BufferedFrame) -> Pixels | None:
         """The frame's pixels, or None (counted, logged, acknowledged) when they cannot be had."""
         message = frame.message
-        sensor = self._metrics.sensor(message.sensor_name)
         try:
             if message.shm is not None:
                 height, width = message.size[:2]
@@ -329,25 +328,21 @@ class ImageToVideoAggregatorNode:
             return Pixels(_decode_image(message))
         except MalformedMessage as error:
             self._malformed.report(self.config.subscribe_topic, error)
-            self._metrics.frames_dropped.labels(self._metrics.node, sensor, "undecodable").inc()
+            reason = "undecodable"
         except FrameLost as lost:
-            self._metrics.frames_dropped.labels(self._metrics.node, sensor, f"shm_{lost.reason}").inc()
-            self._log_lost(message.sensor_name, lost)
+            reason = f"shm_{lost.reason}"
+            if self._lost_log.allow(lost.reason):
+                self.runtime.log.warning(
+                    "frame_lost",
+                    sensor=message.sensor_name,
+                    reason=lost.reason,
+                    detail=str(lost),
+                    hint="frames in shared memory need the camera node and this node on one host with the same shm_dir",
+                )
+        sensor = self._metrics.sensor(message.sensor_name)
+        self._metrics.frames_dropped.labels(self._metrics.node, sensor, reason).inc()
         frame.ack()
         return None
-
-    def _log_lost(self, sensor_name: str, lost: FrameLost) -> None:
-        now = time.monotonic()
-        if now < self._next_lost_log.get(lost.reason, 0.0):
-            return
-        self._next_lost_log[lost.reason] = now + 10.0
-        self.runtime.log.warning(
-            "frame_lost",
-            sensor=sensor_name,
-            reason=lost.reason,
-            detail=str(lost),
-            hint="frames in shared memory need the camera node and this node on one host with the same shm_dir",
-        )
 
     def publish_segment(self, segment: OpenSegment) -> None:
         assert segment.encoder is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -71,25 +71,38 @@ class PeriodicSummary:
         self._next = now + max(self._runtime.summary_interval_s, 1.0)
 
 
+class LogThrottle:
+    """At most one log line per ``interval_s`` for each key: a condition that repeats every frame (a slow
+    consumer, a lost frame) must not flood the journal."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self._interval_s = interval_s
+        self._next: dict[Hashable, float] = {}
+
+    def allow(self, key: Hashable = None) -> bool:
+        now = time.monotonic()
+        if now < self._next.get(key, 0.0):
+            return False
+        self._next[key] = now + self._interval_s
+        return True
+
+
 class MalformedMessageReporter:
     """Counts every unusable message; logs the first of each (topic, reason) and then at most one
     line per ``interval_s`` with how many were suppressed, so a flood cannot flood the journal."""
 
     def __init__(self, runtime: NodeRuntime, interval_s: float = 10.0) -> None:
         self._runtime = runtime
-        self._interval_s = interval_s
-        self._next_log: dict[tuple[str, str], float] = {}
+        self._throttle = LogThrottle(interval_s)
         self._suppressed: dict[tuple[str, str], int] = {}
 
     def report(self, topic: str, error: MalformedMessage) -> None:
         metrics = self._runtime.metrics
         metrics.malformed_messages.labels(metrics.node, topic, error.reason).inc()
         key = (topic, error.reason)
-        now = time.monotonic()
-        if now < self._next_log.get(key, 0.0):
+        if not self._throttle.allow(key):
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
-        self._next_log[key] = now + self._interval_s
         self._runtime.log.warning(
             "malformed_message",
             topic=topic,

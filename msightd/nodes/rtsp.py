@@ -33,7 +33,7 @@ from msightd.frame_ring import DEFAULT_SHM_DIR, MAX_SLOTS, FrameRingWriter, Ring
 from msightd.identity import FrameIdGenerator, worker_id_for
 from msightd.logs import redact_url
 from msightd.messages import FrameMessage, FrameRef
-from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, NodeRuntime, PeriodicSummary
+from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, LogThrottle, NodeRuntime, PeriodicSummary
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
 GAP_THRESHOLD_S = 2.0
@@ -124,7 +124,7 @@ class RtspSourceNode:
                 config.shm_dir, config.publish_topic, config.sensor_name, config.shm_slots, timeout_s
             )
         self._ring_broken = False
-        self._next_inline_log = 0.0
+        self._inline_log = LogThrottle()
 
     # -- capture ---------------------------------------------------------------------------------
 
@@ -302,8 +302,7 @@ class RtspSourceNode:
             return ref
         reason = "ring_unusable" if self._ring_broken or image.ndim != 3 else "consumer_behind"
         self._metrics.frames_inline.labels(self._metrics.node, self._sensor, reason).inc()
-        if time.monotonic() >= self._next_inline_log:
-            self._next_inline_log = time.monotonic() + 10.0
+        if self._inline_log.allow():
             self._log.warning(
                 "frame_sent_inline",
                 reason=reason,
