@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-encoding", choices=("jpeg", "raw", "shm"), default="jpeg", help="default jpeg")
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
+    parser.add_argument("--decoder", choices=("opencv", "pyav"), default="opencv", help="rtsp node decoder")
     parser.add_argument("--decode-threads", type=int, default=1, help="rtsp node decoding threads (default 1)")
     parser.add_argument("--encoder-threads", type=int, default=1, help="x264 threads per sensor (default 1; 0: auto)")
     parser.add_argument("--buffer-size", type=int, default=100, help="frames per segment (default 100)")
@@ -384,7 +385,7 @@ def pipeline_toml(
             f'[[nodes]]\nname = "{rtsp_node_name(index)}"\nkind = "rtsp"\nurl = "{url}"\n'
             f'publish_topic = "{FRAME_TOPIC}"\nsensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
             f'frame_encoding = "{args.frame_encoding}"\nshm_dir = "{shm_dir}"\n'
-            f"decode_threads = {args.decode_threads}\n"
+            f'decode_threads = {args.decode_threads}\ndecoder = "{args.decoder}"\n'
         )
     lines.append(
         f'[[nodes]]\nname = "{AGGREGATOR}"\nkind = "image_to_video_aggregator"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
@@ -987,6 +988,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "transport": args.transport,
         "frame_encoding": args.frame_encoding,
+        "decoder": args.decoder,
         "decode_threads": args.decode_threads,
         "encoder_threads": args.encoder_threads,
         "codec": "h264",

@@ -42,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from msightd.capture import DecodedFrame
 from msightd.messages import FrameRef
 
 DEFAULT_SHM_DIR = "/dev/shm/msightd"
@@ -197,14 +198,23 @@ class FrameRingWriter:
     def write_bgr(self, image: np.ndarray) -> FrameRef | None:
         """Store ``image`` (BGR, even width and height) as I420 in the next slot and return its reference,
         or None when a consumer still holds the frame in that slot (send this one inline)."""
-        height, width = image.shape[:2]
+        return self.write(DecodedFrame(bgr=image))
+
+    def write(self, picture: DecodedFrame) -> FrameRef | None:
+        """Store ``picture`` (even width and height) as I420, converted from BGR only if the decoder made
+        BGR; see :meth:`write_bgr`."""
+        height, width = picture.shape[:2]
         ring = self._ring_for(height, width)
         seq = int(ring.words[_W_LAST_SEQ]) + 1
         slot = seq % ring.slots
         if self._held(ring, int(ring.slot_seqs[slot])):
             return None
         ring.slot_seqs[slot] = 0  # readers of the old frame now see it is gone
-        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=ring.pixels[slot])
+        planar = picture.i420()
+        if planar is None:
+            cv2.cvtColor(picture.bgr(), cv2.COLOR_BGR2YUV_I420, dst=ring.pixels[slot])
+        else:
+            ring.pixels[slot] = planar
         ring.slot_seqs[slot] = seq
         ring.words[_W_LAST_SEQ] = seq
         return FrameRef(ring.path.name, slot, seq)

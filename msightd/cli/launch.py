@@ -82,6 +82,11 @@ def _rtsp_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--decode-threads", dest="decode_threads", type=int, help="decoding threads (default 1; 0: one per core)"
     )
+    parser.add_argument(
+        "--decoder",
+        choices=("opencv", "pyav"),
+        help="opencv (default: BGR pictures) or pyav (YUV pictures: cheaper with --frame-encoding shm)",
+    )
     parser.add_argument("--loop", action="store_true", default=None, help="replay a video file forever")
     parser.add_argument("--open-timeout", dest="open_timeout_s", type=float, help="seconds (default 5)")
     parser.add_argument("--read-timeout", dest="read_timeout_s", type=float, help="seconds (default 2)")

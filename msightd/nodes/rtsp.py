@@ -29,6 +29,7 @@ import numpy as np
 
 from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable
+from msightd.capture import Capture, CaptureSettings, DecodedFrame, Decoder, open_capture
 from msightd.frame_ring import DEFAULT_SHM_DIR, MAX_SLOTS, FrameRingWriter, RingError
 from msightd.identity import FrameIdGenerator, worker_id_for
 from msightd.logs import redact_url
@@ -37,9 +38,6 @@ from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, LogThrottle, N
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
 GAP_THRESHOLD_S = 2.0
-_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-#: Small probe sizes cut the open time from ~1.3 s to ~0.2 s on an H.264 camera.
-_FAST_PROBE = "analyzeduration;100000|probesize;100000"
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,8 @@ class RtspSourceConfig:
     #: FFmpeg decoding threads (0: one per core). One is the cheapest per frame (no thread hand-offs) and
     #: keeps up with a 1280x960@10 camera using ~7% of a core; raise it for 4K at high frame rates.
     decode_threads: int = 1
+    #: opencv (BGR pictures) or pyav (YUV pictures: cheaper when frames go to a ring; see msightd.capture)
+    decoder: Decoder = "opencv"
 
     def validate(self) -> None:
         if not 0 < self.resize_ratio <= 4:
@@ -128,33 +128,29 @@ class RtspSourceNode:
 
     # -- capture ---------------------------------------------------------------------------------
 
-    def _open_capture(self) -> cv2.VideoCapture:
+    def _capture_settings(self) -> CaptureSettings:
         config = self._config
-        threads = [cv2.CAP_PROP_N_THREADS, config.decode_threads] if config.decode_threads else []
-        if config.is_file:
-            return cv2.VideoCapture(config.file_path, cv2.CAP_FFMPEG, threads)
-        os.environ[_FFMPEG_OPTIONS_ENV] = f"rtsp_transport;{config.rtsp_transport}|{_FAST_PROBE}"
-        params = [
-            *threads,
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            int(config.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            int(config.read_timeout_s * 1000),
-        ]
-        return cv2.VideoCapture(config.url, cv2.CAP_FFMPEG, params)
+        url = config.file_path if config.is_file else config.url
+        return CaptureSettings(
+            url, config.is_file, config.rtsp_transport, config.open_timeout_s, config.read_timeout_s,
+            config.decode_threads,
+        )  # fmt: skip
 
-    def _connect(self) -> cv2.VideoCapture | None:
+    def _connect(self) -> Capture | None:
         """Open the source, retrying with backoff until it works or the node is stopped."""
         backoff = Backoff(self._config.reconnect_delay_s, self._config.reconnect_delay_max_s)
+        settings = self._capture_settings()
         attempt = 0
         while not self._runtime.stop.is_set():
             attempt += 1
-            capture = self._open_capture()
-            if capture.isOpened():
+            try:
+                capture = open_capture(self._config.decoder, settings)
+            except OSError:
+                pass
+            else:
                 self._log.info("source_opened", url=redact_url(self._config.url), attempt=attempt)
                 self._runtime.mark_ready()
                 return capture
-            capture.release()
             delay = backoff.next_delay()
             self._metrics.rtsp_reconnects.labels(self._metrics.node, self._sensor).inc()
             self._log.warning(
@@ -184,7 +180,7 @@ class RtspSourceNode:
                 try:
                     finished = self._read_until_lost(capture)
                 finally:
-                    capture.release()
+                    capture.close()
                 if finished:
                     break
         finally:
@@ -194,19 +190,19 @@ class RtspSourceNode:
         self._log.info("source_stopped", frames_published=self._frames_published)
         return EXIT_OK
 
-    def _read_until_lost(self, capture: cv2.VideoCapture) -> bool:
+    def _read_until_lost(self, capture: Capture) -> bool:
         """Read and publish until the source is lost (False) or finished / stopped (True)."""
         config = self._config
-        file_fps = capture.get(cv2.CAP_PROP_FPS) if config.is_file else 0.0
-        frame_interval_s = 1.0 / file_fps if file_fps and file_fps > 0 else 0.0
+        file_fps = capture.frame_rate() if config.is_file else 0.0
+        frame_interval_s = 1.0 / file_fps if file_fps > 0 else 0.0
         next_due = time.monotonic()
         while not self._runtime.stop.is_set():
-            ok, image = capture.read()
-            if not ok or image is None:
+            picture = capture.read()
+            if picture is None:
                 if config.is_file and config.loop:
-                    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    ok, image = capture.read()
-                if not ok or image is None:
+                    capture.rewind()
+                    picture = capture.read()
+                if picture is None:
                     if config.is_file:
                         self._log.info("source_finished", file=config.file_path)
                         return True
@@ -220,20 +216,21 @@ class RtspSourceNode:
                     self._runtime.stop.wait(delay)
                 else:
                     next_due = time.monotonic()  # fell behind (slow disk?): don't burst to catch up
-            self._handle_frame(image, time.time())
+            self._handle_frame(picture, time.time())
         return True
 
-    def _handle_frame(self, image: np.ndarray, captured_at: float) -> None:
+    def _handle_frame(self, picture: DecodedFrame, captured_at: float) -> None:
         metrics = self._metrics
         metrics.frames_read.labels(metrics.node, self._sensor).inc()
         self._note_gap(captured_at)
-        if self._config.resize_ratio != 1.0:
-            image = cv2.resize(image, None, fx=self._config.resize_ratio, fy=self._config.resize_ratio)
-        message = self._to_message(image, captured_at)
+        ratio = self._config.resize_ratio
+        if ratio != 1.0:
+            picture = DecodedFrame(bgr=cv2.resize(picture.bgr(), None, fx=ratio, fy=ratio))
+        message = self._to_message(picture, captured_at)
         self._runtime.log.log(
             self._runtime.frame_log_level,
             "frame_captured",
-            msg=f"Got image from {self._config.sensor_name}, the image shape is {image.shape}, "
+            msg=f"Got image from {self._config.sensor_name}, the image shape is {picture.shape}, "
             f"time: {_iso(captured_at)}",
             frame_id=message.frame_id,
         )
@@ -252,17 +249,19 @@ class RtspSourceNode:
             self._metrics.source_gap_seconds.labels(self._metrics.node, self._sensor).inc(gap_s)
             self._log.warning("source_gap", gap_seconds=round(gap_s, 3), msg=f"no frames for {gap_s:.1f} s")
 
-    def _to_message(self, image: np.ndarray, captured_at: float) -> FrameMessage:
-        height, width = image.shape[:2]
-        channels = image.shape[2] if image.ndim == 3 else 1
-        ref = self._write_ring(image) if self._ring is not None else None
+    def _to_message(self, picture: DecodedFrame, captured_at: float) -> FrameMessage:
+        shape = picture.shape
+        height, width = shape[:2]
+        channels = shape[2] if len(shape) == 3 else 1
+        ref = self._write_ring(picture) if self._ring is not None else None
         if ref is not None:
             payload, encoded = b"", False
         elif self._config.frame_encoding == "raw":
+            image = picture.bgr()
             payload = np.ascontiguousarray(image).tobytes()
             encoded = False
         else:
-            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._config.jpeg_quality])
+            ok, jpeg = cv2.imencode(".jpg", picture.bgr(), [cv2.IMWRITE_JPEG_QUALITY, self._config.jpeg_quality])
             if not ok:
                 raise RuntimeError("OpenCV failed to JPEG-encode a frame")
             payload = jpeg.tobytes()
@@ -279,15 +278,16 @@ class RtspSourceNode:
             shm=ref,
         )
 
-    def _write_ring(self, image: np.ndarray) -> FrameRef | None:
+    def _write_ring(self, picture: DecodedFrame) -> FrameRef | None:
         """Put the frame in the shared-memory ring; None (counted, logged) when it must go inline instead:
         a consumer still holds the slot, or the ring cannot be had at all."""
         ring = self._ring
         assert ring is not None
         ref = None
-        if not self._ring_broken and image.ndim == 3:
+        colour = len(picture.shape) == 3
+        if not self._ring_broken and colour:
             try:
-                ref = ring.write_bgr(image)
+                ref = ring.write(picture)
             except RingError as exc:
                 self._ring_broken = True  # for good: retrying would fail the same way every frame
                 self._log.error("frame_ring_unusable", error=str(exc), msg="frames go inline as JPEG from now on")
@@ -300,7 +300,7 @@ class RtspSourceNode:
         ring.evicted.clear()
         if ref is not None:
             return ref
-        reason = "ring_unusable" if self._ring_broken or image.ndim != 3 else "consumer_behind"
+        reason = "ring_unusable" if self._ring_broken or not colour else "consumer_behind"
         self._metrics.frames_inline.labels(self._metrics.node, self._sensor, reason).inc()
         if self._inline_log.allow():
             self._log.warning(

@@ -72,16 +72,20 @@ def frames_read(source: Proc) -> int:
     return len(summaries)
 
 
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
 def test_camera_outage_is_bridged_and_reported(
-    redis_server: RedisEndpoint, rtsp_camera: RtspServer, tmp_path: Path, processes: list[Proc]
+    redis_server: RedisEndpoint, rtsp_camera: RtspServer, tmp_path: Path, processes: list[Proc], decoder: str
 ) -> None:
     source = launch(
         processes,
         tmp_path,
         "rtsp",
-        ["msight_launch_rtsp", "-n", "rtsp_node", "-u", rtsp_camera.url, "-pt", "rtsp_images", "--sensor-name", "cam"],
+        [
+            "msight_launch_rtsp", "-n", "rtsp_node", "-u", rtsp_camera.url, "-pt", "rtsp_images",
+            "--sensor-name", "cam", "--decoder", decoder,
+        ],
         redis_server.url,
-    )
+    )  # fmt: skip
     wait_for(lambda: frames_read(source) >= 10, 60, "frames from the camera")
     rtsp_camera.stop()
     wait_for(lambda: source.has_event("source_lost"), 30, "the loss to be noticed")
@@ -97,8 +101,9 @@ def test_camera_outage_is_bridged_and_reported(
     assert source.process.poll() is None, "the node never exits because a camera is down"
 
 
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
 def test_stalled_camera_is_detected_and_recovered(
-    redis_server: RedisEndpoint, rtsp_camera: RtspServer, tmp_path: Path, processes: list[Proc]
+    redis_server: RedisEndpoint, rtsp_camera: RtspServer, tmp_path: Path, processes: list[Proc], decoder: str
 ) -> None:
     source = launch(
         processes,
@@ -116,6 +121,8 @@ def test_stalled_camera_is_detected_and_recovered(
             "cam",
             "--read-timeout",
             "1",
+            "--decoder",
+            decoder,
         ],
         redis_server.url,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from msightd.frame_ring import HEADER_BYTES
 from msightd.video import probe_video
@@ -33,9 +34,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
 def test_frames_through_a_full_ring_and_a_late_consumer_all_reach_the_files(
-    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc], decoder: str
 ) -> None:
+    """opencv pictures are BGR, converted into the ring; pyav pictures are YUV, copied into it."""
     url = redis_server.url
     shm_dir = tmp_path / "shm"
     # The camera node starts alone, with a ring smaller than a segment: the first 8 frames wait in the
@@ -47,7 +50,7 @@ def test_frames_through_a_full_ring_and_a_late_consumer_all_reach_the_files(
         [
             "msight_launch_rtsp", "-n", "rtsp_node", "-u", str(sample_video), "-pt", "rtsp_images",
             "--sensor-name", "cam", "--loop", "--frame-encoding", "shm", "--shm-dir", str(shm_dir),
-            "--shm-slots", "8", "--transport", "stream",
+            "--shm-slots", "8", "--transport", "stream", "--decoder", decoder,
         ],
         url,
     )  # fmt: skip
