@@ -19,6 +19,8 @@ import av
 import cv2
 import numpy as np
 
+from msightd.i420 import Planes, copy_planes, frame_planes
+
 Decoder = Literal["opencv", "pyav"]
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 #: Small probe sizes cut the open time from ~1.3 s to ~0.2 s on an H.264 camera.
@@ -57,14 +59,17 @@ class DecodedFrame:
             self._bgr = self._video_frame.to_ndarray(format="bgr24")
         return self._bgr
 
-    def i420(self) -> np.ndarray | None:
-        """The picture as I420, shape (height*3/2, width), when the decoder made YUV (full-range or other
-        YUV layouts are converted by swscale); None for a BGR picture (convert it where it is stored)."""
+    def copy_i420_into(self, destination: Planes) -> bool:
+        """Copy the picture as I420 into ``destination`` (one copy, plane by plane) when the decoder made
+        YUV (full-range or other YUV layouts are converted by swscale first); False for a BGR picture
+        (the caller converts it where it is stored)."""
         frame = self._video_frame
         if frame is None or frame.width % 2 or frame.height % 2:
-            return None
-        planar: np.ndarray = frame.to_ndarray(format="yuv420p")
-        return planar
+            return False
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        copy_planes(frame_planes(frame), destination)
+        return True
 
 
 class Capture(Protocol):

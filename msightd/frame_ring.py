@@ -36,13 +36,15 @@ import mmap
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
 from msightd.capture import DecodedFrame
+from msightd.i420 import ContiguousPicture, Picture, contiguous_planes, copy_planes, i420_bytes
 from msightd.messages import FrameRef
 
 DEFAULT_SHM_DIR = "/dev/shm/msightd"
@@ -54,6 +56,7 @@ _W_MAGIC, _W_VERSION, _W_SLOTS, _W_SLOT_BYTES, _W_HEIGHT, _W_WIDTH, _W_LAST_SEQ 
 _CONSUMERS_AT = 16
 _SLOT_SEQS_AT = _CONSUMERS_AT + 4 * MAX_CONSUMERS
 MAX_SLOTS = HEADER_BYTES // 8 - _SLOT_SEQS_AT
+PictureT = TypeVar("PictureT", bound=Picture)
 _RING_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}\.ring$")
 
 
@@ -76,10 +79,6 @@ def ring_name(topic: str, sensor_name: str, height: int, width: int, slots: int)
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{topic}.{sensor_name}")[:80]
     digest = hashlib.blake2b(f"{topic}\0{sensor_name}".encode(), digest_size=4).hexdigest()
     return f"{readable}-{digest}-{width}x{height}x{slots}.ring"
-
-
-def i420_bytes(height: int, width: int) -> int:
-    return height * width * 3 // 2
 
 
 def _holding(consumers: np.ndarray, seq: int) -> np.ndarray:
@@ -210,11 +209,9 @@ class FrameRingWriter:
         if self._held(ring, int(ring.slot_seqs[slot])):
             return None
         ring.slot_seqs[slot] = 0  # readers of the old frame now see it is gone
-        planar = picture.i420()
-        if planar is None:
-            cv2.cvtColor(picture.bgr(), cv2.COLOR_BGR2YUV_I420, dst=ring.pixels[slot])
-        else:
-            ring.pixels[slot] = planar
+        stored = ring.pixels[slot]
+        if not picture.copy_i420_into(contiguous_planes(stored, height, width)):
+            cv2.cvtColor(picture.bgr(), cv2.COLOR_BGR2YUV_I420, dst=stored)
         ring.slot_seqs[slot] = seq
         ring.words[_W_LAST_SEQ] = seq
         return FrameRef(ring.path.name, slot, seq)
@@ -287,6 +284,13 @@ class FrameRingReader:
     def read(self, ref: FrameRef, height: int, width: int) -> np.ndarray:
         """A copy of the frame as an I420 array of shape (height*3/2, width); :class:`FrameLost` if it is
         no longer there."""
+        return self.read_into(ref, height, width, ContiguousPicture).array
+
+    def read_into(self, ref: FrameRef, height: int, width: int, allocate: Callable[[int, int], PictureT]) -> PictureT:
+        """Copy the frame into ``allocate(height, width)`` (e.g. an encoder's own frame: then this is the
+        only copy on its way from the camera to x264); :class:`FrameLost` if it is no longer there. The
+        destination is allocated only once the reference is known to fit the ring, so a forged size in a
+        message cannot make this allocate gigabytes."""
         ring = self._ring(ref.ring)
         if (ring.height, ring.width) != (height, width) or not 0 <= ref.slot < ring.slots:
             raise FrameLost("bad_reference", f"frame {ref} does not fit ring {ref.ring}")
@@ -294,10 +298,11 @@ class FrameRingReader:
         entry[2] = time.monotonic_ns()
         if int(ring.slot_seqs[ref.slot]) != ref.seq:
             raise FrameLost("overwritten", f"frame {ref.seq} of {ref.ring} was overwritten before it was read")
-        frame = ring.pixels[ref.slot].copy()
+        picture = allocate(height, width)
+        copy_planes(contiguous_planes(ring.pixels[ref.slot], height, width), picture.planes)
         if int(ring.slot_seqs[ref.slot]) != ref.seq:
             raise FrameLost("overwritten", f"frame {ref.seq} of {ref.ring} was overwritten while it was read")
-        return frame
+        return picture
 
     def release(self, ref: FrameRef) -> None:
         """Done with every frame of ``ref.ring`` up to ``ref.seq`` (call in order)."""

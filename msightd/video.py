@@ -29,6 +29,8 @@ import av
 import cv2
 import numpy as np
 
+from msightd.i420 import Planes, frame_planes
+
 CODECS = ("h264", "hevc", "mp4v")
 X264_PRESETS = (
     "ultrafast",
@@ -63,6 +65,19 @@ class EncodedVideo:
     height: int
     frame_count: int
     cropped: bool
+
+
+class I420Frame:
+    """An empty I420 picture in a buffer the encoder takes as it is: fill :attr:`planes` (e.g. straight
+    from a frame ring), then :meth:`SegmentEncoder.add_i420` it, to several encoders if segments overlap.
+    Encoders may keep a reference to the buffer, so a picture is never refilled once added."""
+
+    def __init__(self, height: int, width: int) -> None:
+        if height % 2 or width % 2:
+            raise ValueError(f"I420 needs even sides, got {width}x{height}")
+        self.height, self.width = height, width
+        self.video_frame = av.VideoFrame(width, height, "yuv420p")
+        self.planes: Planes = frame_planes(self.video_frame)
 
 
 def even_crop(image: np.ndarray) -> np.ndarray:
@@ -105,19 +120,20 @@ class SegmentEncoder:
             self._writer.write(cropped)
         else:
             # OpenCV's BGR->I420 (BT.601, limited range: what swscale would do) is ~2x faster than swscale's
-            self._encode_i420(cv2.cvtColor(cropped, cv2.COLOR_BGR2YUV_I420))
+            planar: Any = cv2.cvtColor(cropped, cv2.COLOR_BGR2YUV_I420)
+            self._encode(av.VideoFrame.from_ndarray(planar, format="yuv420p"))
         self._count += 1
         self.encode_seconds += time.perf_counter() - started
 
-    def add_i420(self, planar: np.ndarray) -> None:
-        """Add a frame already in I420 (shape ``(height*3/2, width)``, even sides): what a shared-memory
-        frame ring holds, so no colour conversion is needed here."""
+    def add_i420(self, picture: I420Frame) -> None:
+        """Add a frame already in I420 (what a shared-memory frame ring holds): no colour conversion and,
+        for H.264/HEVC, no copy either, the encoder takes ``picture``'s buffer as it is."""
         started = time.perf_counter()
-        self._check_size((planar.shape[0] * 2 // 3, planar.shape[1]))
+        self._check_size((picture.height, picture.width))
         if self._writer is not None:
-            self._writer.write(cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420))
+            self._writer.write(picture.video_frame.to_ndarray(format="bgr24"))
         else:
-            self._encode_i420(planar)
+            self._encode(picture.video_frame)
         self._count += 1
         self.encode_seconds += time.perf_counter() - started
 
@@ -127,8 +143,7 @@ class SegmentEncoder:
         elif size != self._size:
             raise ValueError(f"frame size {size} differs from the segment's {self._size}")
 
-    def _encode_i420(self, planar: Any) -> None:
-        frame = av.VideoFrame.from_ndarray(planar, format="yuv420p")
+    def _encode(self, frame: Any) -> None:
         frame.pts = self._count
         frame.time_base = self._stream.codec_context.time_base
         self._container.mux(self._stream.encode(frame))

@@ -41,7 +41,7 @@ from msightd.nodes.base import (
     PeriodicSummary,
     consume,
 )
-from msightd.video import CODECS, X264_PRESETS, EncoderSettings, SegmentEncoder
+from msightd.video import CODECS, X264_PRESETS, EncoderSettings, I420Frame, SegmentEncoder
 
 #: Frames waiting per sensor between the receiving loop and its encoder thread.
 SENSOR_QUEUE_FRAMES = 50
@@ -106,16 +106,18 @@ class BufferedFrame:
 
 @dataclass(frozen=True)
 class Pixels:
-    """A frame's pixels as the encoder takes them: BGR from a JPEG or raw message, or I420 from a ring."""
+    """A frame's pixels as the encoder takes them: BGR from a JPEG or raw message, or an I420 picture
+    filled straight from a frame ring."""
 
-    array: np.ndarray
-    i420: bool = False
+    bgr: np.ndarray | None = None
+    i420: I420Frame | None = None
 
     def feed(self, encoder: SegmentEncoder) -> None:
-        if self.i420:
-            encoder.add_i420(self.array)
+        if self.i420 is not None:
+            encoder.add_i420(self.i420)
         else:
-            encoder.add(self.array)
+            assert self.bgr is not None
+            encoder.add(self.bgr)
 
 
 class OpenSegment:
@@ -324,8 +326,8 @@ class ImageToVideoAggregatorNode:
         try:
             if message.shm is not None:
                 height, width = message.size[:2]
-                return Pixels(self._rings.read(message.shm, height, width), i420=True)
-            return Pixels(_decode_image(message))
+                return Pixels(i420=self._rings.read_into(message.shm, height, width, I420Frame))
+            return Pixels(bgr=_decode_image(message))
         except MalformedMessage as error:
             self._malformed.report(self.config.subscribe_topic, error)
             reason = "undecodable"

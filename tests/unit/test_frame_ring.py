@@ -8,11 +8,14 @@ import signal
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 
+from msightd.capture import DecodedFrame
 from msightd.frame_ring import FrameLost, FrameRingReader, FrameRingWriter, RingError
+from msightd.i420 import ContiguousPicture
 from msightd.messages import FrameRef
 
 HEIGHT, WIDTH = 48, 64
@@ -160,3 +163,38 @@ def test_an_unusable_ring_directory_is_a_clear_error(tmp_path: Path) -> None:
     not_a_dir.write_text("")
     with pytest.raises(RingError, match=r"cannot use a frame ring at .*check shm_dir"):
         writer(not_a_dir / "rings").write_bgr(frame(0))
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuvj420p"])
+def test_a_decoders_yuv_picture_goes_into_the_ring_plane_by_plane(tmp_path: Path, pix_fmt: str) -> None:
+    """What the PyAV decoder hands over: rows padded to the plane's line size, sometimes full-range YUV
+    (converted to limited range on the way in, as the encoder expects)."""
+    width = WIDTH + 2  # 66: PyAV pads its rows, so the copy must skip the padding
+    image = cv2.GaussianBlur(np.repeat(np.repeat(frame(5), 2, axis=0), 2, axis=1), (9, 9), 3)[:HEIGHT, :width]
+    decoded = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format=pix_fmt)
+    assert decoded.planes[0].line_size > width
+    ring = writer(tmp_path)
+    ref = ring.write(DecodedFrame(video_frame=decoded))
+    assert ref is not None
+    planar = FrameRingReader(tmp_path, "aggregator").read(ref, HEIGHT, width)
+    assert np.array_equal(planar, decoded.to_ndarray(format="yuv420p"))  # swscale's packing, now unpadded
+    back = cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420)
+    assert float(np.mean(np.abs(back.astype(int) - image.astype(int)))) < 4
+
+
+def test_a_forged_frame_size_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    ring = writer(tmp_path)
+    ref = ring.write_bgr(frame(0))
+    assert ref is not None
+    allocated: list[tuple[int, int]] = []
+
+    def allocate(height: int, width: int) -> ContiguousPicture:
+        allocated.append((height, width))
+        return ContiguousPicture(height, width)
+
+    reader = FrameRingReader(tmp_path, "aggregator")
+    with pytest.raises(FrameLost) as lost:
+        reader.read_into(ref, 100_000, 100_000, allocate)
+    assert lost.value.reason == "bad_reference" and allocated == []
+    assert reader.read_into(ref, HEIGHT, WIDTH, allocate).array.shape == (HEIGHT * 3 // 2, WIDTH)
+    assert allocated == [(HEIGHT, WIDTH)]
