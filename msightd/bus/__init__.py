@@ -41,6 +41,9 @@ class Bus(Protocol):
     def publish(self, topic: str, payload: bytes) -> None:
         """Hand ``payload`` to the broker; raise :class:`BusUnavailable` if it cannot be reached."""
 
-    def subscribe(self, topics: Sequence[str]) -> Subscription: ...
+    def subscribe(self, topics: Sequence[str], batch_wait_s: float = 0.0) -> Subscription:
+        """Receive from ``topics``. ``batch_wait_s``: the subscriber needs no message at once, so a durable
+        transport lets messages gather this long before each read (fewer, larger reads: less CPU per
+        message, up to that much more latency); pub/sub, where the server pushes, ignores it."""
 
     def close(self) -> None: ...

@@ -34,7 +34,7 @@ class RedisPubSubBus:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BusUnavailable(f"cannot publish to {topic!r} on {self._settings.describe()}: {exc}") from exc
 
-    def subscribe(self, topics: Sequence[str]) -> PubSubSubscription:
+    def subscribe(self, topics: Sequence[str], batch_wait_s: float = 0.0) -> PubSubSubscription:
         return PubSubSubscription(self._settings, list(topics), self._log)
 
     def close(self) -> None:

@@ -68,11 +68,11 @@ class TopicRouter:
     def publish(self, topic: str, payload: bytes) -> None:
         self._bus_for(topic).publish(topic, payload)
 
-    def subscribe(self, topics: Sequence[str]) -> Subscription:
+    def subscribe(self, topics: Sequence[str], batch_wait_s: float = 0.0) -> Subscription:
         buses = {id(self._bus_for(topic)) for topic in topics}
         if len(buses) != 1:
             raise ValueError(f"topics {list(topics)} use different transports; subscribe to them separately")
-        return self._bus_for(topics[0]).subscribe(topics)
+        return self._bus_for(topics[0]).subscribe(topics, batch_wait_s)
 
     def close(self) -> None:
         for bus in self._buses.values():

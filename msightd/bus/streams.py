@@ -117,7 +117,7 @@ class RedisStreamBus:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BusUnavailable(f"cannot publish to {topic!r} on {self._settings.describe()}: {exc}") from exc
 
-    def subscribe(self, topics: Sequence[str]) -> StreamSubscription:
+    def subscribe(self, topics: Sequence[str], batch_wait_s: float = 0.0) -> StreamSubscription:
         acks = AckTracker(self._ack_client, self._group, self._settings, self._log)
         return StreamSubscription(
             self._settings,
@@ -127,6 +127,7 @@ class RedisStreamBus:
             consumer=self._consumer,
             acks=acks,
             claim_idle_ms=self._claim_idle_ms,
+            batch_wait_s=batch_wait_s,
         )
 
     def close(self) -> None:
@@ -235,6 +236,10 @@ class StreamSubscription:
     takes over long-idle entries of other consumers of the group, then re-reads this consumer's own
     pending list (entries received but never acknowledged, e.g. before a crash) before reading new
     entries. Entries still buffered when the subscription is closed stay pending in Redis.
+
+    ``batch_wait_s``: after a read that did not fill a batch (the stream trickles: one frame per read at
+    10 fps), wait this long before the next one, so entries gather in Redis and arrive several per
+    round trip. Each XREADGROUP costs both sides ~0.1 ms of CPU, more with cold caches between frames.
     """
 
     def __init__(
@@ -247,9 +252,12 @@ class StreamSubscription:
         consumer: str,
         acks: AckTracker,
         claim_idle_ms: int,
+        batch_wait_s: float = 0.0,
     ) -> None:
         if not topics:
             raise ValueError("subscribe to at least one topic")
+        if batch_wait_s < 0:
+            raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
         self._settings = settings
         self._topics = topics
         self._topic_by_key = {topic.encode(): topic for topic in topics}
@@ -264,6 +272,8 @@ class StreamSubscription:
             health_check_interval=10,
             retry=_no_retries(),
         )
+        self._batch_wait_s = batch_wait_s
+        self._batch_full = True  # did the last read fill a batch? (then read again at once)
         self._buffer: deque[Delivery] = deque()
         self._known_groups: set[str] = set()
         self._synced = False
@@ -376,11 +386,18 @@ class StreamSubscription:
             self._log.info("bus_pending_redelivered", topics=self._topics, entries=self._replayed)
 
     def _read_new(self, remaining_s: float) -> None:
+        if not self._batch_full and self._batch_wait_s > 0:
+            pause = min(self._batch_wait_s, max(remaining_s, 0.0))
+            time.sleep(pause)
+            remaining_s -= pause
         block_ms = max(1, min(_MAX_BLOCK_MS, int(remaining_s * 1000)))
         streams = dict.fromkeys(self._topics, ">")
         reply = self._client.xreadgroup(self._group, self._consumer, streams, count=_READ_COUNT, block=block_ms)  # type: ignore[arg-type]
+        received = 0
         for topic, entries in self._entries_by_topic(reply).items():
             self._accept(topic, entries)
+            received += len(entries)
+        self._batch_full = received >= _READ_COUNT
 
     def _entries_by_topic(self, reply: Any) -> dict[str, list[Entry]]:
         """Normalise XREADGROUP's reply (a list of ``[stream, entries]``, or a dict under RESP3)."""

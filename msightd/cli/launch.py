@@ -125,6 +125,12 @@ def _aggregator_parser() -> argparse.ArgumentParser:
         help="codec threads per sensor (default 1; 0: the codec decides)",
     )
     parser.add_argument("--shm-dir", dest="shm_dir", help="directory of frame rings (default /dev/shm/msightd)")
+    parser.add_argument(
+        "--batch-wait",
+        dest="batch_wait_s",
+        type=float,
+        help="seconds frames gather in a stream before each read (default 0.25; 0: read each as it comes)",
+    )
     return parser
 
 

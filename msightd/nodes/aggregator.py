@@ -67,6 +67,11 @@ class AggregatorConfig:
     #: camera needs ~12% of a core. 0 lets the codec decide: for one 4K or high-frame-rate camera.
     encoder_threads: int = 1
     shm_dir: str = DEFAULT_SHM_DIR
+    #: Seconds frames may gather in the stream before each read (stream transport): reading a few frames
+    #: per round trip instead of one saves ~0.5 ms of CPU per frame at 10 fps, and a segment reaches disk
+    #: up to this much later (a segment itself spans buffer_size / fps, 10 s by default). 0: read each
+    #: frame as it comes.
+    batch_wait_s: float = 0.25
 
     def validate(self) -> None:
         if self.buffer_size < 1:
@@ -85,6 +90,8 @@ class AggregatorConfig:
             raise ConfigError(f"encoder_threads must be >= 0 (0 = automatic), got {self.encoder_threads}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf must be 0..51, got {self.crf}")
+        if not 0 <= self.batch_wait_s <= 5:
+            raise ConfigError(f"batch_wait_s must be 0..5 seconds, got {self.batch_wait_s}")
 
     def encoder_settings(self) -> EncoderSettings:
         return EncoderSettings(self.codec, self.fps, self.crf, self.preset, self.encoder_threads)
@@ -261,7 +268,7 @@ class ImageToVideoAggregatorNode:
 
     def run(self) -> int:
         topic = self.config.subscribe_topic
-        subscription = self.runtime.bus.subscribe([topic])
+        subscription = self.runtime.bus.subscribe([topic], batch_wait_s=self.config.batch_wait_s)
         self.runtime.log.info(
             "aggregator_started",
             subscribe_topic=topic,

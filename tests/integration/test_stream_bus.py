@@ -106,6 +106,41 @@ def test_publishes_then_receives_everything_in_order(make_bus: BusFactory) -> No
     subscription.close()
 
 
+def trickle(bus: RedisStreamBus, topic: str, count: int, interval_s: float) -> None:
+    for i in range(count):
+        bus.publish(topic, b"%d" % i)
+        time.sleep(interval_s)
+
+
+def xreadgroup_calls(raw: redis.Redis) -> int:
+    stats = raw.info("commandstats").get("cmdstat_xreadgroup", {})
+    return int(stats.get("calls", 0))
+
+
+def test_a_batch_wait_reads_a_trickle_in_fewer_round_trips_and_loses_nothing(
+    make_bus: BusFactory, raw: redis.Redis
+) -> None:
+    """A camera's 10-20 frames a second arrive one per XREADGROUP unless the reader lets them gather."""
+    calls: dict[float, int] = {}
+    for wait_s in (0.0, 0.3):
+        topic = f"trickle-{wait_s}"
+        bus = make_bus(consumer=f"reader-{wait_s}")
+        subscription = bus.subscribe([topic], batch_wait_s=wait_s)
+        assert subscription.receive(timeout_s=0.2) is None  # creates the group
+        before = xreadgroup_calls(raw)
+        publisher = threading.Thread(target=trickle, args=(bus, topic, 24, 0.05))
+        publisher.start()
+        received = receive_n(subscription, 24)
+        publisher.join()
+        calls[wait_s] = xreadgroup_calls(raw) - before
+        assert [d.payload for d in received] == [b"%d" % i for i in range(24)]
+        for delivery in received:
+            delivery.ack()
+        assert raw.xpending(topic, GROUP)["pending"] == 0
+        subscription.close()
+    assert calls[0.3] * 2 < calls[0.0], calls
+
+
 def test_unacked_deliveries_come_back_first_after_a_crash(make_bus: BusFactory, raw: redis.Redis) -> None:
     sent = [b"m%d" % i for i in range(12)]
     for payload in sent:
