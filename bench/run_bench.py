@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder", choices=("opencv", "pyav"), default="opencv", help="rtsp node decoder")
     parser.add_argument("--decode-threads", type=int, default=1, help="rtsp node decoding threads (default 1)")
     parser.add_argument("--encoder-threads", type=int, default=1, help="x264 threads per sensor (default 1; 0: auto)")
+    parser.add_argument(
+        "--batch-wait", type=float, default=0.25, help="aggregator batch_wait_s: seconds frames gather per read"
+    )
     parser.add_argument("--buffer-size", type=int, default=100, help="frames per segment (default 100)")
     parser.add_argument("--fps", type=float, default=10.0, help="aggregator fps (the clips are 10 fps)")
     parser.add_argument(
@@ -391,7 +394,7 @@ def pipeline_toml(
         f'[[nodes]]\nname = "{AGGREGATOR}"\nkind = "image_to_video_aggregator"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
         f'publish_topic = "{SEGMENT_TOPIC}"\nfps = {float(args.fps)}\nbuffer_size = {args.buffer_size}\n'
         f'overlap_size = 0\ncodec = "h264"\npreset = "{args.preset}"\ncrf = {args.crf}\nshm_dir = "{shm_dir}"\n'
-        f"encoder_threads = {args.encoder_threads}\n"
+        f"encoder_threads = {args.encoder_threads}\nbatch_wait_s = {args.batch_wait}\n"
     )
     lines.append(
         f'[[nodes]]\nname = "{DUMPER}"\nkind = "video_local_dumper"\nsubscribe_topic = "{SEGMENT_TOPIC}"\n'
@@ -991,6 +994,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "decoder": args.decoder,
         "decode_threads": args.decode_threads,
         "encoder_threads": args.encoder_threads,
+        "batch_wait_s": args.batch_wait,
         "codec": "h264",
         "preset": args.preset,
         "crf": args.crf,

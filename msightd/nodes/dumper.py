@@ -289,6 +289,7 @@ class VideoLocalDumperNode:
             self._runtime.log.error("segment_dropped", sensor=dropped.segment.sensor_name, reason="write backlog full")
         self._pending.append(PendingSegment(segment, delivery.ack))
         self._metrics.pending_segments.labels(self._metrics.node).set(len(self._pending))
+        self._write_pending()  # at once, unless a failed write is backing off (then the tick retries)
 
     def _write_pending(self) -> None:
         while self._pending and time.monotonic() >= self._retry_at:

@@ -62,6 +62,12 @@ def test_overlap_not_smaller_than_buffer(tmp_path: Path) -> None:
     ]
 
 
+def test_batch_wait_is_bounded_and_takes_integers(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE + "batch_wait_s = 30\n")
+    assert found == [f"{tmp_path / 'msightd.toml'}: node 'agg': batch_wait_s must be 0..5 seconds, got 30"]
+    assert load(tmp_path, BASE + "batch_wait_s = 0\n").nodes[1].options.batch_wait_s == 0  # type: ignore[attr-defined]
+
+
 def test_duplicate_names_unknown_kind_missing_keys(tmp_path: Path) -> None:
     text = BASE.replace('name = "agg"', 'name = "cam"') + '\n[[nodes]]\nname = "x"\nkind = "camera"\n'
     text += '\n[[nodes]]\nname = "d"\nkind = "video_local_dumper"\nsubscribe_topic = "segments"\n'
