@@ -64,7 +64,7 @@ def test_overlap_not_smaller_than_buffer(tmp_path: Path) -> None:
 
 def test_batch_wait_is_bounded_and_takes_integers(tmp_path: Path) -> None:
     found = problems(tmp_path, BASE + "batch_wait_s = 30\n")
-    assert found == [f"{tmp_path / 'msightd.toml'}: node 'agg': batch_wait_s must be 0..5 seconds, got 30"]
+    assert found == [f"{tmp_path / 'msightd.toml'}: node 'agg': batch_wait_s must be 0..5 seconds, got 30.0"]
     assert load(tmp_path, BASE + "batch_wait_s = 0\n").nodes[1].options.batch_wait_s == 0  # type: ignore[attr-defined]
 
 
