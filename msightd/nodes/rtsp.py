@@ -227,13 +227,15 @@ class RtspSourceNode:
         if ratio != 1.0:
             picture = DecodedFrame(bgr=cv2.resize(picture.bgr(), None, fx=ratio, fy=ratio))
         message = self._to_message(picture, captured_at)
-        self._runtime.log.log(
-            self._runtime.frame_log_level,
-            "frame_captured",
-            msg=f"Got image from {self._config.sensor_name}, the image shape is {picture.shape}, "
-            f"time: {_iso(captured_at)}",
-            frame_id=message.frame_id,
-        )
+        log = self._runtime.log
+        if log.is_enabled_for(self._runtime.frame_log_level):  # MSight's line, built only when shown
+            log.log(
+                self._runtime.frame_log_level,
+                "frame_captured",
+                msg=f"Got image from {self._config.sensor_name}, the image shape is {picture.shape}, "
+                f"time: {_iso(captured_at)}",
+                frame_id=message.frame_id,
+            )
         self._publish(message)
         metrics.mark_frame(self._sensor)
         self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))

@@ -213,6 +213,21 @@ def test_survives_a_broker_restart(
         assert [e["topic"] for e in events(capture, "bus_group_recreated")] == [TOPIC]
 
 
+def test_publishing_after_a_broker_restart_reconnects_without_an_error(
+    make_bus: BusFactory, redis_server: RedisEndpoint, raw: redis.Redis
+) -> None:
+    """Frames are published over a connection of their own: one the broker closed while it restarted
+    between two frames must be replaced silently, not fail the next frame."""
+    bus = make_bus()
+    bus.publish(TOPIC, b"before")
+    redis_server.stop()
+    redis_server.start()
+    for attempt in range(3):
+        bus.publish(TOPIC, b"after-%d" % attempt)
+    payloads = [fields[b"d"] for _, fields in raw.xrange(TOPIC)]
+    assert payloads[-3:] == [b"after-0", b"after-1", b"after-2"]
+
+
 def test_ack_from_another_thread(make_bus: BusFactory, raw: redis.Redis) -> None:
     bus = make_bus()
     for i in range(20):
