@@ -272,6 +272,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
             problems.append(f"{where}: node {spec.name!r}: duplicate name; node names must be unique")
         seen.add(spec.name)
         nodes.append(spec)
+    problems += _shared_sensor_problems(nodes, where)
     if problems:
         raise ConfigFileError(problems)
     nodes = [dataclasses.replace(n, topics=_node_topics(n, topics, transport)) for n in nodes]
@@ -350,6 +351,25 @@ def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
                     f"buffer_size ({buffer_size}); unacknowledged frames may be trimmed before they are encoded"
                 )
     return warnings + _frame_ring_warnings(nodes, where)
+
+
+def _shared_sensor_problems(nodes: list[NodeSpec], where: str) -> list[str]:
+    """Two sources publishing one sensor name to one topic: consumers would merge both cameras into one
+    sensor's segments, and with shared-memory frames both would write the same ring."""
+    owners: dict[tuple[str, str], str] = {}
+    problems = []
+    for node in nodes:
+        sensor = getattr(node.options, "sensor_name", None)
+        if not isinstance(sensor, str):
+            continue
+        key = (node.options.publish_topic, sensor)
+        if key in owners:
+            problems.append(
+                f"{where}: node {node.name!r}: sensor_name {sensor!r} is already published to {key[0]!r} by node "
+                f"{owners[key]!r}; give every camera its own sensor_name"
+            )
+        owners.setdefault(key, node.name)
+    return problems
 
 
 def _frame_ring_warnings(nodes: list[NodeSpec], where: str) -> list[str]:

@@ -232,10 +232,26 @@ class FrameRingWriter:
                 new = _open(path)
         except OSError as exc:
             raise RingError(f"cannot use a frame ring at {path}: {exc.strerror or exc}; check shm_dir") from exc
+        self._claim(new)
         if ring is not None:
             self.close()
         self._ring = new
         return new
+
+    def _claim(self, ring: _MappedRing) -> None:
+        """Be the ring's only writer for as long as this process holds it open (a POSIX record lock, which
+        the kernel drops when the process dies, so a restarted node gets it back). Two writers would
+        overwrite each other's slots."""
+        try:
+            fcntl.lockf(ring.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError as exc:
+            ring.close()
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise RingError(f"cannot lock frame ring {ring.path}: {exc.strerror or exc}") from exc
+            raise RingError(
+                f"another process writes frames to {ring.path}: do two camera nodes publish sensor "
+                f"{self._sensor!r} to topic {self._topic!r}? Give every camera its own sensor_name"
+            ) from None
 
     def _held(self, ring: _MappedRing, old_seq: int) -> bool:
         """Does a live consumer still need frame ``old_seq``? Evicts consumers silent for too long."""

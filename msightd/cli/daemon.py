@@ -210,7 +210,7 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
 # -- demo ------------------------------------------------------------------------------------------
 
 
-def demo_document(video: Path, save_dir: Path, metrics_port: int) -> dict[str, Any]:
+def demo_document(video: Path, save_dir: Path, metrics_port: int, shm_dir: Path) -> dict[str, Any]:
     """The seed tutorial's pipeline on a synthetic camera, as a config document."""
     return {
         "metrics": {"port": metrics_port},
@@ -223,6 +223,10 @@ def demo_document(video: Path, save_dir: Path, metrics_port: int) -> dict[str, A
                 "loop": True,
                 "publish_topic": "rtsp_images",
                 "sensor_name": "test_camera",
+                # as etc/msightd.toml: frames stay in shared memory, decoded straight to YUV
+                "frame_encoding": "shm",
+                "decoder": "pyav",
+                "shm_dir": str(shm_dir),
             },
             {
                 "name": "image_aggregator",
@@ -232,6 +236,7 @@ def demo_document(video: Path, save_dir: Path, metrics_port: int) -> dict[str, A
                 "fps": 10.0,
                 "buffer_size": 100,
                 "overlap_size": 0,
+                "shm_dir": str(shm_dir),
             },
             {
                 "name": "video_dumper",
@@ -249,13 +254,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runtime_dir = _runtime_dir(args, None)
     save_dir = Path(args.save_dir).absolute()
     video = write_sample_video(runtime_dir / "demo-camera.mp4", frame_count=200, width=1280, height=720)
-    config = parse_config(demo_document(video, save_dir, args.metrics_port), "<msightd demo>")
+    # rings of its own, removed at the end: the demo's broker (and every frame reference) ends with it
+    shm_dir = Path("/dev/shm", f"msightd-demo-{os.getuid()}") if Path("/dev/shm").is_dir() else runtime_dir / "rings"
+    config = parse_config(demo_document(video, save_dir, args.metrics_port, shm_dir), "<msightd demo>")
     print(
         f"msightd demo: a synthetic 1280x720 camera at 10 fps -> 100-frame H.264 segments in {save_dir}"
         + (f" for {args.duration:g} s" if args.duration else " (Ctrl-C to stop)"),
         file=sys.stderr,
     )
-    code = serve(config, args, stop_after_s=args.duration)
+    try:
+        code = serve(config, args, stop_after_s=args.duration)
+    finally:
+        shutil.rmtree(shm_dir, ignore_errors=True)
     written = sorted(save_dir.glob("*.mp4"))
     print(f"msightd demo: {len(written)} segments in {save_dir}", file=sys.stderr)
     return code

@@ -31,6 +31,7 @@ from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable
 from msightd.capture import Capture, CaptureSettings, DecodedFrame, Decoder, open_capture
 from msightd.frame_ring import DEFAULT_SHM_DIR, MAX_SLOTS, FrameRingWriter, RingError
+from msightd.i420 import i420_bytes
 from msightd.identity import FrameIdGenerator, worker_id_for
 from msightd.logs import redact_url
 from msightd.messages import FrameMessage, FrameRef
@@ -288,8 +289,11 @@ class RtspSourceNode:
         ref = None
         colour = len(picture.shape) == 3
         if not self._ring_broken and colour:
+            opened = ring.path
             try:
                 ref = ring.write(picture)
+                if ring.path != opened:
+                    self._log_ring_opened(ring, picture.shape)
             except RingError as exc:
                 self._ring_broken = True  # for good: retrying would fail the same way every frame
                 self._log.error("frame_ring_unusable", error=str(exc), msg="frames go inline as JPEG from now on")
@@ -313,6 +317,16 @@ class RtspSourceNode:
                 "if this persists, raise shm_slots",
             )
         return None
+
+    def _log_ring_opened(self, ring: FrameRingWriter, shape: tuple[int, ...]) -> None:
+        slots = self._config.shm_slots
+        self._log.info(
+            "frame_ring_opened",
+            ring=str(ring.path),
+            slots=slots,
+            size_mb=round(i420_bytes(shape[0], shape[1]) * slots / 1e6),
+            msg="frames go through shared memory; consumers need this host and the same shm_dir",
+        )
 
     # -- publishing ------------------------------------------------------------------------------
 

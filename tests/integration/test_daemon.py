@@ -219,3 +219,30 @@ def test_embedded_redis_that_dies_is_restarted(sample_video: Path, tmp_path: Pat
         count = len(segments_on_disk(save_dir))
         wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 90, "segments after the broker restart")
         assert {n["state"] for n in daemon.nodes().values()} == {"running"}
+
+
+def test_demo_runs_the_seed_pipeline_with_nothing_set_up(tmp_path: Path, processes: list[Proc]) -> None:
+    """The README's one command for the main job: ``msightd demo`` brings its own Redis and camera, and
+    runs the shipped settings (frames through shared memory, decoded straight to YUV)."""
+    save_dir = tmp_path / "received_videos"
+    demo = Proc(
+        [
+            command("msightd"),
+            "demo",
+            "--duration", "16",
+            "--save-dir", str(save_dir),
+            "--runtime-dir", str(short_tempdir()),
+            "--metrics-port", str(free_port()),
+        ],
+        tmp_path / "demo.log",
+    )  # fmt: skip
+    processes.append(demo)
+    assert demo.wait(120) == 0, demo.text()[-3000:]
+    segments = segments_on_disk(save_dir)
+    assert segments and segments[0][1]["frame_count"] == 100, demo.text()[-3000:]
+    for video, meta in segments:
+        info = probe_video(video)
+        assert (info.frame_count, info.width, info.height, info.codec) == (meta["frame_count"], 1280, 720, "h264")
+    assert f"msightd demo: {len(segments)} segments in {save_dir}" in demo.text()
+    assert demo.has_event("frame_ring_opened"), "the demo's frames go through shared memory"
+    assert not demo.has_event("frame_ring_unusable") and not demo.has_event("frame_sent_inline")

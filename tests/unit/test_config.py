@@ -68,6 +68,17 @@ def test_batch_wait_is_bounded_and_takes_integers(tmp_path: Path) -> None:
     assert load(tmp_path, BASE + "batch_wait_s = 0\n").nodes[1].options.batch_wait_s == 0  # type: ignore[attr-defined]
 
 
+def test_two_cameras_may_not_publish_one_sensor_name_to_one_topic(tmp_path: Path) -> None:
+    second = '\n[[nodes]]\nname = "cam2"\nkind = "rtsp"\nurl = "rtsp://x/z"\n'
+    second += 'publish_topic = "frames"\nsensor_name = "c1"\n'
+    found = problems(tmp_path, BASE + second)
+    assert found == [
+        f"{tmp_path / 'msightd.toml'}: node 'cam2': sensor_name 'c1' is already published to 'frames' by node "
+        "'cam'; give every camera its own sensor_name"
+    ]
+    assert load(tmp_path, BASE + second.replace('"c1"', '"c2"')).nodes  # type: ignore[attr-defined]
+
+
 def test_duplicate_names_unknown_kind_missing_keys(tmp_path: Path) -> None:
     text = BASE.replace('name = "agg"', 'name = "cam"') + '\n[[nodes]]\nname = "x"\nkind = "camera"\n'
     text += '\n[[nodes]]\nname = "d"\nkind = "video_local_dumper"\nsubscribe_topic = "segments"\n'

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import resource
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -198,3 +200,32 @@ def test_a_forged_frame_size_is_refused_before_anything_is_allocated(tmp_path: P
     assert lost.value.reason == "bad_reference" and allocated == []
     assert reader.read_into(ref, HEIGHT, WIDTH, allocate).array.shape == (HEIGHT * 3 // 2, WIDTH)
     assert allocated == [(HEIGHT, WIDTH)]
+
+
+def test_a_ring_has_one_writer_at_a_time(tmp_path: Path) -> None:
+    """Two camera nodes publishing one sensor name to one topic would overwrite each other's slots: the
+    second one gets a clear error (and sends its frames inline); once the first is gone, the ring is free."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, numpy as np\n"
+            "from msightd.frame_ring import FrameRingWriter\n"
+            "ring = FrameRingWriter(sys.argv[1], 'frames', 'cam1', 4, 60.0)\n"
+            f"assert ring.write_bgr(np.zeros(({HEIGHT}, {WIDTH}, 3), np.uint8)) is not None\n"
+            "print('writing', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "writing\n"
+        with pytest.raises(RingError, match=r"another process writes frames to .*cam1.*own sensor_name"):
+            writer(tmp_path).write_bgr(frame(1))
+    finally:
+        holder.communicate("", timeout=30)
+    ref = writer(tmp_path).write_bgr(frame(2))
+    assert ref is not None and ref.seq == 2, "the ring continues after its writer exited"
