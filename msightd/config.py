@@ -82,6 +82,9 @@ class MetricsConfig:
     port: int = DEFAULT_METRICS_PORT
 
 
+PERSISTENCE_MODES = ("aof", "none")
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """Everything ``msightd run`` needs. ``redis_url`` None means: start an embedded redis-server."""
@@ -92,6 +95,9 @@ class DaemonConfig:
     #: TLS files for a ``rediss://`` url, by MSight's variable suffix (``TLS_CA_CERT_FILE``, ...).
     redis_tls: Mapping[str, str] = field(default_factory=dict)
     transport: str = DEFAULT_TRANSPORT
+    #: The embedded broker's: "aof" (an append-only file in the runtime directory: a killed redis-server
+    #: comes back with everything) or "none" (memory only).
+    persistence: str = "aof"
     #: Explicit [topics.<name>] tables (already validated); nodes carry the resolved settings.
     topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -212,6 +218,11 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
     redis_table = section("redis")
     redis_url = redis_table.pop("url", None)
     transport = redis_table.pop("transport", DEFAULT_TRANSPORT)
+    persistence = redis_table.pop("persistence", "aof")
+    if persistence not in PERSISTENCE_MODES:
+        problems.append(
+            f"{where}: [redis] key 'persistence' must be one of {', '.join(PERSISTENCE_MODES)}, got {persistence!r}"
+        )
     if redis_url is not None and not (isinstance(redis_url, str) and "://" in redis_url):
         problems.append(f"{where}: [redis] key 'url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
     if transport not in TRANSPORTS:
@@ -226,7 +237,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
     for key in redis_table:
         problems.append(
             f"{where}: [redis] unknown key {key!r}; allowed keys: url (absent = embedded), transport, "
-            + ", ".join(TLS_KEYS)
+            "persistence, " + ", ".join(TLS_KEYS)
         )
 
     metrics = attempt(build_options, MetricsConfig, section("metrics"), f"{where}: [metrics]")
@@ -282,6 +293,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         redis_url=redis_url,
         redis_tls=redis_tls,
         transport=transport,
+        persistence=persistence,
         topics=topics,
         metrics=metrics,
         logging=logging_config,

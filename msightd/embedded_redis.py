@@ -1,8 +1,17 @@
 """A private ``redis-server`` child: the daemon's default broker, and the test suite's.
 
-The daemon starts it on a unix socket in its runtime directory (no TCP port, nothing persisted), so a
-field box needs no Redis set up by hand. Pub/sub output buffers are raised: a subscriber briefly
-behind on large frames would otherwise be disconnected silently by Redis's default limits.
+The daemon starts it on a unix socket in its runtime directory (no TCP port), so a field box needs no
+Redis set up by hand. Pub/sub output buffers are raised: a subscriber briefly behind on large frames
+would otherwise be disconnected silently by Redis's default limits.
+
+With ``persist_dir`` (the daemon's runtime directory) it keeps an append-only file there: every write is
+in the file before its reply leaves, so when the server is killed (the OOM killer, a crash) and the
+daemon starts it again, the streams come back with their consumer groups and pending lists, and no
+frame or segment that a producer handed over is lost (``appendfsync everysec``: only an OS crash can
+take the last second). It costs the broker a write per message and, now and then, a background rewrite
+that compacts the file to what the streams still hold (they are bounded by MAXLEN). An append-only file
+the server cannot load is moved aside (kept for a look, logged) and the server starts empty rather than
+not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import time
 from pathlib import Path
 
 import redis
+import structlog
 
 from msightd.pdeathsig import die_with_parent
 
@@ -37,13 +47,17 @@ class RedisServerProcess:
         port: int | None = None,
         executable: str | None = None,
         log_file: Path | None = None,
+        persist_dir: Path | None = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         if (unix_socket is None) == (port is None):
             raise ValueError("give exactly one of unix_socket and port")
         self.unix_socket = unix_socket
         self.port = port
+        self.persist_dir = persist_dir
         self._executable = executable or shutil.which("redis-server") or ""
         self._log_file = log_file
+        self._log = log
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,16 +75,19 @@ class RedisServerProcess:
             self._executable,
             "--save",
             "",
-            "--appendonly",
-            "no",
             "--client-output-buffer-limit",
             "pubsub 512mb 256mb 60",
             "--protected-mode",
             "yes",
         ]
+        if self.persist_dir is not None:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.persist_dir)]
+        else:
+            args += ["--appendonly", "no"]
         if self.unix_socket is not None:
             args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
-            args += ["--dir", str(self.unix_socket.parent)]
+            if self.persist_dir is None:
+                args += ["--dir", str(self.unix_socket.parent)]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--logfile", str(self._log_file) if self._log_file else ""]
@@ -79,6 +96,38 @@ class RedisServerProcess:
     def start(self, timeout_s: float = 10.0) -> None:
         if not self._executable or not os.access(self._executable, os.X_OK):
             raise RedisServerError(MISSING_REDIS_HINT)
+        try:
+            self._start(timeout_s)
+        except RedisServerError as exc:
+            moved = self._set_aside_append_only_files()
+            if not moved:
+                raise
+            if self._log is not None:
+                self._log.error(
+                    "embedded_redis_data_set_aside",
+                    moved_to=[str(path) for path in moved],
+                    error=str(exc),
+                    msg="the broker could not load its append-only file; it starts empty, the file is kept",
+                )
+            self._start(timeout_s)
+
+    def _set_aside_append_only_files(self) -> list[Path]:
+        """Rename what the server keeps on disk (``appendonlydir`` on Redis 7, ``appendonly.aof`` before)."""
+        if self.persist_dir is None:
+            return []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = []
+        for name in ("appendonlydir", "appendonly.aof"):
+            path = self.persist_dir / name
+            if path.exists():
+                target = path.with_name(f"{name}.unloadable-{stamp}")
+                path.rename(target)
+                moved.append(target)
+        return moved
+
+    def _start(self, timeout_s: float) -> None:
+        if self.persist_dir is not None:
+            self.persist_dir.mkdir(parents=True, exist_ok=True)
         if self.unix_socket is not None:
             self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
             self.unix_socket.unlink(missing_ok=True)
@@ -95,7 +144,10 @@ class RedisServerProcess:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                    raise RedisServerError(f"redis-server exited at start (code {self._process.returncode}): {stderr}")
+                    raise RedisServerError(
+                        f"redis-server exited at start (code {self._process.returncode}): "
+                        f"{(stderr.strip() + ' ' + self._log_tail()).strip()}"
+                    )
                 try:
                     client.ping()
                     return
@@ -105,6 +157,16 @@ class RedisServerProcess:
             client.close()
         self.stop()
         raise RedisServerError(f"redis-server did not answer on {self.url} within {timeout_s:g} s")
+
+    def _log_tail(self, lines: int = 4) -> str:
+        """The end of the server's log file: why it would not start (with no log file it logs nowhere)."""
+        if self._log_file is None:
+            return ""
+        try:
+            text = self._log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop it (SIGTERM, then SIGKILL) and remove its socket."""

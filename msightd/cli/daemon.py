@@ -23,6 +23,8 @@ from msightd.supervisor import ChildEnvironment, Supervisor
 from msightd.supervisor_metrics import SupervisorMetrics
 
 EXIT_CONFIG = 2
+#: The embedded broker's append-only file, inside the runtime directory.
+BROKER_DATA_DIR = "broker"
 
 
 def default_runtime_dir() -> Path:
@@ -142,13 +144,24 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
     embedded: RedisServerProcess | None = None
     redis_url = config.redis_url
     if redis_url is None:
-        embedded = RedisServerProcess(unix_socket=runtime_dir / "redis.sock", log_file=runtime_dir / "redis.log")
+        embedded = RedisServerProcess(
+            unix_socket=runtime_dir / "redis.sock",
+            log_file=runtime_dir / "redis.log",
+            persist_dir=runtime_dir / BROKER_DATA_DIR if config.persistence == "aof" else None,
+            log=log,
+        )
         try:
             embedded.start()
         except RedisServerError as exc:
             return _error(str(exc))
         redis_url = embedded.url
-        log.info("embedded_redis_started", socket=str(embedded.unix_socket), pid=embedded.pid)
+        log.info(
+            "embedded_redis_started",
+            socket=str(embedded.unix_socket),
+            pid=embedded.pid,
+            persistence=config.persistence,
+            data_dir=str(embedded.persist_dir) if embedded.persist_dir else None,
+        )
     supervisor_metrics = SupervisorMetrics(metrics_dir)
     http_server = None
     try:
@@ -266,6 +279,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         code = serve(config, args, stop_after_s=args.duration)
     finally:
         shutil.rmtree(shm_dir, ignore_errors=True)
+        shutil.rmtree(runtime_dir / BROKER_DATA_DIR, ignore_errors=True)  # its entries point into those rings
     written = sorted(save_dir.glob("*.mp4"))
     print(f"msightd demo: {len(written)} segments in {save_dir}", file=sys.stderr)
     return code

@@ -208,17 +208,34 @@ def test_systemd_notify_ready_and_watchdog(sample_video: Path, tmp_path: Path) -
         listener.close()
 
 
-def test_embedded_redis_that_dies_is_restarted(sample_video: Path, tmp_path: Path, processes: list[Proc]) -> None:
+def test_embedded_redis_that_dies_comes_back_with_what_it_held(
+    sample_video: Path, tmp_path: Path, processes: list[Proc]
+) -> None:
+    """Segments wait in the broker (the dumper is frozen) when redis-server is SIGKILLed: the daemon starts
+    it again from its append-only file, and every segment the aggregator published reaches the disk."""
     with running_daemon(lambda d, p: pipeline_toml(sample_video, d, p), tmp_path, processes) as daemon:
         save_dir = tmp_path / "videos"
         wait_for(lambda: segments_on_disk(save_dir), 60, "a first segment")
-        names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in daemon.child_pids()}
-        (broker_pid,) = [pid for pid, name in names.items() if name.startswith("redis-server")]
-        os.kill(broker_pid, signal.SIGKILL)
-        wait_for(lambda: daemon.proc.has_event("embedded_redis_restarted"), 30, "the broker to be restarted")
+        dumper = daemon.nodes()["video_dumper"]["pid"]
+        os.kill(dumper, signal.SIGSTOP)
+        try:
+            waiting = len(daemon.proc.has_event("segment_published")) + 2
+            wait_for(lambda: len(daemon.proc.has_event("segment_published")) >= waiting, 60, "segments to wait")
+            names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in daemon.child_pids()}
+            (broker_pid,) = [pid for pid, name in names.items() if name.startswith("redis-server")]
+            os.kill(broker_pid, signal.SIGKILL)
+            wait_for(lambda: daemon.proc.has_event("embedded_redis_restarted"), 30, "the broker to be restarted")
+        finally:
+            os.kill(dumper, signal.SIGCONT)
         count = len(segments_on_disk(save_dir))
         wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 90, "segments after the broker restart")
         assert {n["state"] for n in daemon.nodes().values()} == {"running"}
+        daemon.proc.process.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(60) == 0
+        published = {e["first_frame_id"] for e in daemon.proc.has_event("segment_published")}
+        written = {meta["segment_frame_id"] for _, meta in segments_on_disk(save_dir)}
+        assert published <= written, f"{len(published - written)} published segments never reached the disk"
+        assert not daemon.proc.has_event("bus_group_recreated"), "the broker came back with its streams"
 
 
 def test_demo_runs_the_seed_pipeline_with_nothing_set_up(tmp_path: Path, processes: list[Proc]) -> None:
