@@ -175,7 +175,8 @@ class Supervisor:
 
     def _keep_broker_up(self) -> None:
         """The embedded redis-server is supervised too: if it dies, start it again on the same socket
-        (nodes reconnect by themselves; what it held in memory is gone)."""
+        (nodes reconnect by themselves; with persistence it reloads what it held from its append-only file,
+        without, that is gone)."""
         if self._broker is None or self._broker.running():
             return
         self._log.error("embedded_redis_died", msg="the embedded redis-server exited; starting it again")

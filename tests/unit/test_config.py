@@ -79,6 +79,13 @@ def test_two_cameras_may_not_publish_one_sensor_name_to_one_topic(tmp_path: Path
     assert load(tmp_path, BASE + second.replace('"c1"', '"c2"')).nodes  # type: ignore[attr-defined]
 
 
+def test_broker_persistence_is_aof_or_none(tmp_path: Path) -> None:
+    assert load(tmp_path, BASE).persistence == "aof"  # type: ignore[attr-defined]
+    assert load(tmp_path, '[redis]\npersistence = "none"\n' + BASE).persistence == "none"  # type: ignore[attr-defined]
+    found = problems(tmp_path, '[redis]\npersistence = "rdb"\n' + BASE)
+    assert found == [f"{tmp_path / 'msightd.toml'}: [redis] key 'persistence' must be one of aof, none, got 'rdb'"]
+
+
 def test_duplicate_names_unknown_kind_missing_keys(tmp_path: Path) -> None:
     text = BASE.replace('name = "agg"', 'name = "cam"') + '\n[[nodes]]\nname = "x"\nkind = "camera"\n'
     text += '\n[[nodes]]\nname = "d"\nkind = "video_local_dumper"\nsubscribe_topic = "segments"\n'
