@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode-threads", type=int, default=1, help="rtsp node decoding threads (default 1)")
     parser.add_argument("--encoder-threads", type=int, default=1, help="x264 threads per sensor (default 1; 0: auto)")
     parser.add_argument(
+        "--broker-persistence",
+        choices=("aof", "none"),
+        default="aof",
+        help="the broker's append-only file, as the daemon's embedded broker (default aof)",
+    )
+    parser.add_argument(
         "--batch-wait", type=float, default=0.25, help="aggregator batch_wait_s: seconds frames gather per read"
     )
     parser.add_argument("--buffer-size", type=int, default=100, help="frames per segment (default 100)")
@@ -481,7 +487,9 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
 
     save_dir, runtime_dir = work / "segments", Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
     shm_dir = Path("/dev/shm" if os.path.isdir("/dev/shm") else work) / f"msightd-bench-{os.getpid()}"
-    broker = RedisServerProcess(port=free_port(), log_file=work / "redis.log")
+    # persistence as the daemon's embedded broker has it by default, its file on a tmpfs as /run is
+    broker_dir = shm_dir.with_name(shm_dir.name + "-broker") if args.broker_persistence == "aof" else None
+    broker = RedisServerProcess(port=free_port(), log_file=work / "redis.log", persist_dir=broker_dir)
     metrics_port = free_port()
     config, log_path = work / "msightd.toml", work / "daemon.log"
     names = [rtsp_node_name(i) for i in range(len(urls))] + [AGGREGATOR, DUMPER]
@@ -508,6 +516,8 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
         broker.stop()
         shutil.rmtree(runtime_dir, ignore_errors=True)
         shutil.rmtree(shm_dir, ignore_errors=True)
+        if broker_dir is not None:
+            shutil.rmtree(broker_dir, ignore_errors=True)
     kinds = {name: "rtsp" for name in names[:-2]} | {AGGREGATOR: "aggregator", DUMPER: "dumper"}
     return PipelineRun(
         events=read_events(log_path),
@@ -902,7 +912,8 @@ def format_table(result: dict[str, Any]) -> str:
     clips = ", ".join(f"{Path(c['path']).name} {c['width']}x{c['height']}" for c in result["clips"])
     lines = [
         f"msightd benchmark: {settings['cameras']} camera(s) x {settings['duration_s']:g} s "
-        f"(warm-up {settings['warmup_s']:g} s), transport {settings['transport']}, "
+        f"(warm-up {settings['warmup_s']:g} s), transport {settings['transport']} "
+        f"(broker persistence {settings['broker_persistence']}), "
         f"frames {settings['frame_encoding']}, h264 {settings['preset']} crf {settings['crf']}, "
         f"{settings['buffer_size']}-frame segments",
         f"clips: {clips}; {result['environment']['cpus']} CPUs",
@@ -995,6 +1006,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "decode_threads": args.decode_threads,
         "encoder_threads": args.encoder_threads,
         "batch_wait_s": args.batch_wait,
+        "broker_persistence": args.broker_persistence,
         "codec": "h264",
         "preset": args.preset,
         "crf": args.crf,
