@@ -27,6 +27,8 @@ def test_bench_runs_and_writes_its_report(tmp_path: Path) -> None:
             "--buffer-size",
             "20",
             "--skip-floor",
+            "--repeat",
+            "2",
             "--json",
             str(result_path),
         ],
@@ -38,6 +40,7 @@ def test_bench_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
     assert "msightd benchmark: 1 camera(s)" in completed.stdout
     assert "TOTAL pipeline" in completed.stdout
+    assert "2 pairs (the table above is the median one):" in completed.stdout
 
     result = json.loads(result_path.read_text())
     assert {"settings", "environment", "clips", "pipeline", "floor", "ratio_total_to_floor"} <= result.keys()
@@ -54,3 +57,8 @@ def test_bench_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert pipeline["total_cpu_s_per_frame"] > 0
     for key in ("frames_dropped", "latency_s", "mb_per_segment"):
         assert key in pipeline
+    # every frame a camera reported publishing is in a written segment, once (SIGTERM flushes the rest)
+    assert pipeline["accounting"] == "counts"
+    assert pipeline["frames_published"] == pipeline["frames_in_segments"] > 0
+    assert pipeline["frames_dropped"] == 0 and pipeline["frames_duplicated"] == 0
+    assert [pair["frames_dropped"] for pair in result["pairs"]] == [0, 0]
