@@ -102,6 +102,7 @@ class SegmentEncoder:
         self._width = self._height = 0
         self._container: Any = None
         self._stream: Any = None
+        self._time_base = Fraction(1)
         self._buffer = io.BytesIO()
         self._writer: cv2.VideoWriter | None = None
         self._path: str | None = None
@@ -145,7 +146,7 @@ class SegmentEncoder:
 
     def _encode(self, frame: Any) -> None:
         frame.pts = self._count
-        frame.time_base = self._stream.codec_context.time_base
+        frame.time_base = self._time_base
         self._container.mux(self._stream.encode(frame))
 
     def _open(self, height: int, width: int) -> None:
@@ -167,7 +168,7 @@ class SegmentEncoder:
         self._container = av.open(self._buffer, mode="w", format="mp4")
         stream: Any = self._container.add_stream(_AV_CODEC[settings.codec], rate=rate)
         stream.width, stream.height, stream.pix_fmt = self._width, self._height, "yuv420p"
-        stream.codec_context.time_base = 1 / rate
+        stream.codec_context.time_base = self._time_base = 1 / rate
         options = {"crf": str(settings.crf), "preset": settings.preset}
         if settings.codec == "hevc":
             options["x265-params"] = "log-level=error"

@@ -114,7 +114,7 @@ class MalformedMessageReporter:
 
 
 #: How often a consuming node's housekeeping (``tick``) runs.
-TICK_INTERVAL_S = 0.25
+TICK_INTERVAL_S = 0.5
 
 
 def drain(
