@@ -4,7 +4,7 @@ The daemon starts it on a unix socket in its runtime directory (no TCP port), so
 Redis set up by hand. Pub/sub output buffers are raised: a subscriber briefly behind on large frames
 would otherwise be disconnected silently by Redis's default limits.
 
-With ``persist_dir`` (the daemon's runtime directory) it keeps an append-only file there: every write is
+With ``persist_dir`` (the daemon's ``<runtime_dir>/broker``) it keeps an append-only file there: every write is
 in the file before its reply leaves, so when the server is killed (the OOM killer, a crash) and the
 daemon starts it again, the streams come back with their consumer groups and pending lists, and no
 frame or segment that a producer handed over is lost (``appendfsync everysec``: only an OS crash can

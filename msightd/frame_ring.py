@@ -189,6 +189,7 @@ class FrameRingWriter:
         self._ring: _MappedRing | None = None
         self._unclaimed_since: int | None = None  # monotonic ns since when no consumer is registered
         self.evicted: list[int] = []  # consumer ids evicted since the caller last looked
+        self.opened: list[Path] = []  # rings mapped (created or reused) since the caller last looked
 
     @property
     def path(self) -> Path | None:
@@ -236,6 +237,7 @@ class FrameRingWriter:
         if ring is not None:
             self.close()
         self._ring = new
+        self.opened.append(new.path)
         return new
 
     def _claim(self, ring: _MappedRing) -> None:

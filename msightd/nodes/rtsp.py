@@ -22,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import cv2
@@ -289,14 +290,14 @@ class RtspSourceNode:
         ref = None
         colour = len(picture.shape) == 3
         if not self._ring_broken and colour:
-            opened = ring.path
             try:
                 ref = ring.write(picture)
-                if ring.path != opened:
-                    self._log_ring_opened(ring, picture.shape)
             except RingError as exc:
                 self._ring_broken = True  # for good: retrying would fail the same way every frame
                 self._log.error("frame_ring_unusable", error=str(exc), msg="frames go inline as JPEG from now on")
+        for path in ring.opened:
+            self._log_ring_opened(path, picture.shape)
+        ring.opened.clear()
         for consumer in ring.evicted:
             self._log.warning(
                 "frame_ring_consumer_evicted",
@@ -318,11 +319,11 @@ class RtspSourceNode:
             )
         return None
 
-    def _log_ring_opened(self, ring: FrameRingWriter, shape: tuple[int, ...]) -> None:
+    def _log_ring_opened(self, path: Path, shape: tuple[int, ...]) -> None:
         slots = self._config.shm_slots
         self._log.info(
             "frame_ring_opened",
-            ring=str(ring.path),
+            ring=str(path),
             slots=slots,
             size_mb=round(i420_bytes(shape[0], shape[1]) * slots / 1e6),
             msg="frames go through shared memory; consumers need this host and the same shm_dir",
