@@ -1,10 +1,10 @@
 """CPU, memory, drops and latency of the msightd pipeline against an ffmpeg floor (issue 6).
 
-Run ``python bench/run_bench.py --help``. What it does, in one run:
+Run ``python -m bench.run_bench --help`` from the repository root. What it does, in one run:
 
-1. starts one real loopback RTSP camera per ``--cameras`` (``tests/support/rtsp.py``, a GStreamer server
+1. starts one real loopback RTSP camera per ``--cameras`` (``testbed/rtsp.py``, a GStreamer server
    looping an H.264 clip without re-encoding, so the camera costs ~1 % CPU and is not measured), a private
-   ``redis-server`` on a free TCP port (the broker), and ``msightd run`` on a generated TOML: one rtsp node per
+   ``redis-server`` on a unix socket (the broker), and ``msightd run`` on a generated TOML: one rtsp node per
    camera, one aggregator, one dumper, with the seed settings (10 fps, 100-frame segments, h264 veryfast crf 23);
 2. samples every process from ``/proc`` while the pipeline runs for ``--duration`` seconds, then stops the daemon
    with SIGTERM (it flushes its partial buffers) and compares the frame ids the cameras published with the frame
@@ -51,18 +51,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.ports import free_port
+from testbed.rtsp import RtspServer, rtsp_server_available
+from testbed.waiting import wait_for
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `python bench/run_bench.py` puts bench/, not the repo, on sys.path
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.support.ports import free_port  # noqa: E402
-from tests.support.processes import wait_for  # noqa: E402
-from tests.support.rtsp import RtspServer, rtsp_server_available  # noqa: E402
-
 FFMPEG = "/usr/bin/ffmpeg"  # Debian's build: the floor must not depend on the venv's PyAV libraries
-SHARED_CLIPS = (
-    Path("/work/shared/data/mcity_gs_main_stadium1.mp4"),
-    Path("/work/shared/data/mcity_gs_main_stadium2.mp4"),
+#: The team's real roadside footage, when the repository sits beside ``shared/`` (else --clip or a generated clip)
+SHARED_CLIPS = tuple(
+    REPO_ROOT.parent / "shared" / "data" / name for name in ("mcity_gs_main_stadium1.mp4", "mcity_gs_main_stadium2.mp4")
 )
 DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "latest.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -83,7 +80,7 @@ GRACE_PERIOD_S = 60.0  # generous: the run measures steady state, not how a hurr
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_bench.py",
+        prog="python -m bench.run_bench",
         description="Benchmark the msightd pipeline (RTSP -> Redis -> aggregator -> dumper) under the daemon "
         "against an ffmpeg floor doing the same segments. Needs redis-server, /usr/bin/python3 with the "
         "GStreamer RTSP server, and /usr/bin/ffmpeg (unless --skip-floor).",
@@ -125,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--clip",
         action="append",
         type=Path,
-        help="H.264 MP4 a camera loops (repeat to alternate); default: the mcity clips in /work/shared/data "
-        "when present, else a generated 1280x960 clip",
+        help="H.264 MP4 a camera loops (repeat to alternate); default: the mcity clips in ../shared/data "
+        "beside the repository, else a generated 1280x960 clip",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
     parser.add_argument("--skip-floor", action="store_true", help="do not run the ffmpeg floor")
@@ -338,9 +335,9 @@ def resolve_clips(requested: list[Path] | None, work_dir: Path) -> list[Path]:
     shared = [clip for clip in SHARED_CLIPS if clip.is_file()]
     if shared:
         return shared
-    from msightd.sample import write_sample_video
+    from msightd.media.sample import write_sample_video
 
-    print("run_bench: /work/shared clips absent; generating a 1280x960 clip", file=sys.stderr)
+    print("run_bench: ../shared/data clips absent; generating a 1280x960 clip", file=sys.stderr)
     return [write_sample_video(work_dir / "generated_1280x960.mp4", frame_count=110, width=1280, height=960)]
 
 
@@ -465,7 +462,7 @@ def scrape_published(metrics_port: int) -> dict[str, float]:
 def node_status(runtime_dir: Path) -> dict[str, dict[str, Any]]:
     """The daemon's node table (what ``msightd status --json`` prints), straight from its control socket:
     a CLI process per poll would cost ~0.3 s of CPU on the cores being measured."""
-    from msightd.control import SOCKET_NAME, request_status
+    from msightd.daemon.control import SOCKET_NAME, request_status
 
     return {node["name"]: node for node in request_status(runtime_dir / SOCKET_NAME)["nodes"]}
 
@@ -503,13 +500,13 @@ class PipelineRun:
 
 def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> PipelineRun:
     """Broker + daemon for ``args.duration`` s after every node runs; SIGTERM; collect logs and files."""
-    from msightd.embedded_redis import RedisServerProcess
+    from msightd.daemon.broker import RedisServerProcess
 
     save_dir, runtime_dir = work / "segments", Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
     shm_dir = Path("/dev/shm" if os.path.isdir("/dev/shm") else work) / f"msightd-bench-{os.getpid()}"
     # persistence as the daemon's embedded broker has it by default, its file on a tmpfs as /run is
     broker_dir = shm_dir.with_name(shm_dir.name + "-broker") if args.broker_persistence == "aof" else None
-    broker = RedisServerProcess(port=free_port(), log_file=work / "redis.log", persist_dir=broker_dir)
+    broker = RedisServerProcess(work / "redis.sock", log_file=work / "redis.log", persist_dir=broker_dir)
     metrics_port = free_port()
     config, log_path = work / "msightd.toml", work / "daemon.log"
     names = [rtsp_node_name(i) for i in range(len(urls))] + [AGGREGATOR, DUMPER]

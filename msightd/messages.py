@@ -41,7 +41,7 @@ class MalformedMessage(ValueError):
 
 @dataclass(frozen=True)
 class FrameRef:
-    """Where a frame's pixels wait in shared memory (see :mod:`msightd.frame_ring`): the ring's file name
+    """Where a frame's pixels wait in shared memory (see :mod:`msightd.media.frame_ring`): the ring's file name
     inside the consumer's own shm directory, the slot, and the frame's sequence number in that ring."""
 
     ring: str

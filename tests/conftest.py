@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from msightd.sample import write_sample_video
+from msightd.media.sample import write_sample_video
+from testbed.rtsp import RtspServer, rtsp_server_available
 from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint, redis_for_test
-from tests.support.rtsp import RtspServer, rtsp_server_available
 
 
 @pytest.fixture

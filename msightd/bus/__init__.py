@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 TRANSPORTS = ("pubsub", "stream")
+#: Entries a stream topic keeps, by what it carries (the daemon's [topics] tables may override them). They
+#: bound the broker's memory and how long a consumer may be away: ~1000 frames is 100-250 MB of JPEG at
+#: 1280x960 (shared-memory references are tiny), ~100 segments 100-300 MB.
+STREAM_MAXLEN = {"frames": 1000, "segments": 100}
+#: For a topic whose payload is not known (the launch commands' --stream-maxlen).
+DEFAULT_STREAM_MAXLEN = STREAM_MAXLEN["frames"]
 
 
 class BusUnavailable(ConnectionError):

@@ -12,12 +12,10 @@ from typing import Literal
 
 import structlog
 
-from msightd.bus import TRANSPORTS, Bus, Subscription
+from msightd.bus import DEFAULT_STREAM_MAXLEN, TRANSPORTS, Bus, Subscription
 from msightd.bus.connection import RedisSettings
-from msightd.bus.factory import open_bus
-
-#: Entries a stream topic keeps by default. Frames: ~1000 x 100-250 KB JPEG = 100-250 MB of Redis memory.
-DEFAULT_STREAM_MAXLEN = 1000
+from msightd.bus.pubsub import RedisPubSubBus
+from msightd.bus.streams import RedisStreamBus
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class TopicRouter:
             key = TopicSettings()  # one pub/sub connection whatever the maxlen
         bus = self._buses.get(key)
         if bus is None:
-            bus = open_bus(self._settings, key.transport, self._log, node_name=self._node_name, maxlen=key.maxlen)
+            bus = open_bus(self._settings, key, self._log, node_name=self._node_name)
             self._buses[key] = bus
         return bus
 
@@ -78,3 +76,15 @@ class TopicRouter:
         for bus in self._buses.values():
             bus.close()
         self._buses.clear()
+
+
+def open_bus(
+    settings: RedisSettings, topic: TopicSettings, log: structlog.typing.FilteringBoundLogger, node_name: str
+) -> Bus:
+    """``node_name`` names both the node's consumer group and its consumer on the ``stream`` transport: it must
+    survive restarts so unacknowledged entries come back to the same node."""
+    if topic.transport == "pubsub":
+        return RedisPubSubBus(settings, log)
+    if topic.transport == "stream":
+        return RedisStreamBus(settings, log, consumer_group=node_name, consumer_name=node_name, maxlen=topic.maxlen)
+    raise ValueError(f"unknown transport {topic.transport!r}")

@@ -43,7 +43,6 @@ from msightd.bus.connection import RedisSettings
 from msightd.bus.outage import BrokerOutage
 
 PAYLOAD_FIELD = b"d"
-DEFAULT_MAXLEN = 10_000
 DEFAULT_CLAIM_IDLE_MS = 60_000
 #: Where a new group starts reading; see the module docstring for why it is the stream's beginning.
 GROUP_START_ID = "0"
@@ -90,7 +89,7 @@ class RedisStreamBus:
         log: Log,
         consumer_group: str,
         consumer_name: str,
-        maxlen: int = DEFAULT_MAXLEN,
+        maxlen: int,
         claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
     ) -> None:
         if not consumer_group or not consumer_name:

@@ -6,44 +6,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from msightd import __version__
-from msightd.config import ConfigFileError, DaemonConfig, load_config, parse_config
-from msightd.control import SOCKET_NAME, ControlServer, request_status
-from msightd.embedded_redis import RedisServerError, RedisServerProcess
-from msightd.logs import LOG_FORMATS, LOG_LEVELS, configure_logging, get_logger
-from msightd.sdnotify import SystemdNotifier
-from msightd.supervisor import ChildEnvironment, Supervisor
-from msightd.supervisor_metrics import SupervisorMetrics
-
-EXIT_CONFIG = 2
-#: The embedded broker's append-only file, inside the runtime directory.
-BROKER_DATA_DIR = "broker"
-
-
-def default_runtime_dir() -> Path:
-    """systemd's ``$RUNTIME_DIRECTORY``, else ``/run/msightd`` for root, else a per-user directory."""
-    if os.environ.get("RUNTIME_DIRECTORY"):
-        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
-    if os.geteuid() == 0:
-        return Path("/run/msightd")
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(os.environ["XDG_RUNTIME_DIR"]) / "msightd"
-    return Path(f"/tmp/msightd-{os.getuid()}")
-
-
-def _runtime_dir(args: argparse.Namespace, config: DaemonConfig | None) -> Path:
-    if args.runtime_dir:
-        return Path(args.runtime_dir).absolute()
-    if config is not None and config.runtime_dir:
-        return Path(config.runtime_dir).absolute()
-    return default_runtime_dir()
+from msightd.config.load import load_config, parse_config
+from msightd.config.model import DaemonConfig
+from msightd.config.schema import ConfigFileError
+from msightd.daemon.app import BROKER_DATA_DIR, StartError, runtime_dir_for, serve
+from msightd.daemon.control import SOCKET_NAME, request_status
+from msightd.daemon.demo import demo_document
+from msightd.logs import LOG_FORMATS, LOG_LEVELS
+from msightd.protocol import EXIT_CONFIG
 
 
 def _error(message: str) -> int:
@@ -81,7 +56,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args.config) if args.config else None
     if args.config and config is None:
         return EXIT_CONFIG
-    socket_path = _runtime_dir(args, config) / SOCKET_NAME
+    socket_path = runtime_dir_for(args, config) / SOCKET_NAME
     try:
         status = request_status(socket_path)
     except (OSError, ValueError) as exc:
@@ -113,158 +88,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    return serve(config, args)
-
-
-def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | None = None) -> int:
-    """Run the supervised pipeline described by ``config`` until SIGTERM/SIGINT (or ``stop_after_s``)."""
-    level = args.log_level or config.logging.level
-    log_format = args.log_format or config.logging.format
-    configure_logging(level, log_format, node="msightd")
-    log = get_logger()
-    for warning in config.warnings:
-        log.warning("config_warning", msg=warning)
-    runtime_dir = _runtime_dir(args, config)
     try:
-        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        return _error(f"cannot create runtime directory {runtime_dir}: {exc.strerror}; pass a writable --runtime-dir")
-    socket_path = runtime_dir / SOCKET_NAME
-    try:
-        request_status(socket_path, timeout_s=1.0)
-        return _error(
-            f"another msightd already runs with runtime directory {runtime_dir}; stop it or pass another --runtime-dir"
-        )
-    except (OSError, ValueError):
-        pass
-    metrics_dir = runtime_dir / "metrics" if config.metrics.enabled else None
-    if metrics_dir is not None:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-    embedded: RedisServerProcess | None = None
-    redis_url = config.redis_url
-    if redis_url is None:
-        embedded = RedisServerProcess(
-            unix_socket=runtime_dir / "redis.sock",
-            log_file=runtime_dir / "redis.log",
-            persist_dir=runtime_dir / BROKER_DATA_DIR if config.persistence == "aof" else None,
-            log=log,
-        )
-        try:
-            embedded.start()
-        except RedisServerError as exc:
-            return _error(str(exc))
-        redis_url = embedded.url
-        log.info(
-            "embedded_redis_started",
-            socket=str(embedded.unix_socket),
-            pid=embedded.pid,
-            persistence=config.persistence,
-            data_dir=str(embedded.persist_dir) if embedded.persist_dir else None,
-        )
-    supervisor_metrics = SupervisorMetrics(metrics_dir)
-    http_server = None
-    try:
-        if config.metrics.enabled:
-            from prometheus_client import start_http_server
-
-            try:
-                http_server, _ = start_http_server(
-                    config.metrics.port, config.metrics.host, registry=supervisor_metrics.registry
-                )
-            except OSError as exc:
-                return _error(
-                    f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc.strerror}; "
-                    "set another [metrics] port or enabled = false"
-                )
-            log.info("metrics_serving", url=f"http://{config.metrics.host}:{config.metrics.port}/metrics")
-        environment = ChildEnvironment(
-            redis_url=redis_url,
-            runtime_dir=runtime_dir,
-            metrics_dir=metrics_dir,
-            log_level=level,
-            log_format="json" if log_format == "auto" and not sys.stderr.isatty() else log_format,
-            summary_interval_s=config.logging.summary_interval_s,
-        )
-        supervisor = Supervisor(config, environment, supervisor_metrics, log, SystemdNotifier(), broker=embedded)
-        supervisor.install_signal_handlers()
-        control = ControlServer(socket_path, supervisor.snapshot)
-        control.start()
-        if stop_after_s is not None:
-            timer = threading.Timer(stop_after_s, os.kill, (os.getpid(), signal.SIGTERM))
-            timer.daemon = True
-            timer.start()
-        log.info(
-            "daemon_started",
-            version=__version__,
-            pid=os.getpid(),
-            config=config.path,
-            nodes=len(config.nodes),
-            broker="embedded" if embedded else config.redis_url,
-            runtime_dir=str(runtime_dir),
-        )
-        try:
-            code = supervisor.run()
-        finally:
-            control.close()
-    finally:
-        if http_server is not None:
-            http_server.shutdown()
-        if embedded is not None:
-            embedded.stop()
-            log.info("embedded_redis_stopped")
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-        shutil.rmtree(runtime_dir / "ready", ignore_errors=True)
-    log.info("daemon_stopped", code=code)
-    return code
+        return serve(config, args)
+    except StartError as exc:
+        return _error(str(exc))
 
 
 # -- demo ------------------------------------------------------------------------------------------
 
 
-def demo_document(video: Path, save_dir: Path, metrics_port: int, shm_dir: Path) -> dict[str, Any]:
-    """The seed tutorial's pipeline on a synthetic camera, as a config document."""
-    return {
-        "metrics": {"port": metrics_port},
-        "logging": {"summary_interval_s": 10.0},
-        "nodes": [
-            {
-                "name": "rtsp_node",
-                "kind": "rtsp",
-                "url": str(video),
-                "loop": True,
-                "publish_topic": "rtsp_images",
-                "sensor_name": "test_camera",
-                # as etc/msightd.toml: frames stay in shared memory, decoded straight to YUV
-                "frame_encoding": "shm",
-                "decoder": "pyav",
-                "shm_dir": str(shm_dir),
-            },
-            {
-                "name": "image_aggregator",
-                "kind": "image_to_video_aggregator",
-                "subscribe_topic": "rtsp_images",
-                "publish_topic": "aggregated_video",
-                "fps": 10.0,
-                "buffer_size": 100,
-                "overlap_size": 0,
-                "shm_dir": str(shm_dir),
-            },
-            {
-                "name": "video_dumper",
-                "kind": "video_local_dumper",
-                "subscribe_topic": "aggregated_video",
-                "save_dir": str(save_dir),
-            },
-        ],
-    }
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from msightd.sample import write_sample_video
+    from msightd.media.sample import write_sample_video  # the demo's camera; the daemon itself never loads av
 
-    runtime_dir = _runtime_dir(args, None)
+    runtime_dir = runtime_dir_for(args, None)
     save_dir = Path(args.save_dir).absolute()
     video = write_sample_video(runtime_dir / "demo-camera.mp4", frame_count=200, width=1280, height=720)
     # rings of its own, removed at the end: the demo's broker (and every frame reference) ends with it
@@ -277,6 +113,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     try:
         code = serve(config, args, stop_after_s=args.duration)
+    except StartError as exc:
+        code = _error(str(exc))
     finally:
         shutil.rmtree(shm_dir, ignore_errors=True)
         shutil.rmtree(runtime_dir / BROKER_DATA_DIR, ignore_errors=True)  # its entries point into those rings

@@ -22,83 +22,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
 
 from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable, Delivery
-from msightd.frame_ring import DEFAULT_SHM_DIR, FrameLost, FrameRingReader
+from msightd.media.frame_ring import FrameLost, FrameRingReader
+from msightd.media.video import EncoderSettings, I420Frame, SegmentEncoder
 from msightd.messages import FrameMessage, MalformedMessage, SegmentMessage, decode_frame
-from msightd.nodes.base import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    ConfigError,
-    LogThrottle,
-    MalformedMessageReporter,
-    NodeRuntime,
-    PeriodicSummary,
-    consume,
-)
-from msightd.video import CODECS, X264_PRESETS, EncoderSettings, I420Frame, SegmentEncoder
+from msightd.nodes.options import SENSOR_QUEUE_FRAMES, AggregatorOptions
+from msightd.nodes.runtime import LogThrottle, MalformedMessageReporter, NodeRuntime, PeriodicSummary, consume
+from msightd.protocol import EXIT_FAILURE, EXIT_OK
 
-#: Frames waiting per sensor between the receiving loop and its encoder thread.
-SENSOR_QUEUE_FRAMES = 50
 #: How long a stopping aggregator keeps trying to publish its last segments to an absent broker.
 STOP_PUBLISH_PATIENCE_S = 3.0
 
 
-@dataclass(frozen=True)
-class AggregatorConfig:
-    """Options of the aggregator (the ``msight_launch_image_to_video_aggregator`` flags, snake_case)."""
-
-    name: str
-    subscribe_topic: str
-    publish_topic: str
-    fps: float = 10.0
-    buffer_size: int = 100
-    overlap_size: int = 0
-    codec: Literal["h264", "hevc", "mp4v"] = "h264"
-    crf: int = 23
-    preset: str = "veryfast"
-    #: x264/x265 threads per sensor. One is the cheapest per frame and keeps segment ends short when many
-    #: cameras finish together (6 cameras: p99 0.8 s vs 2.2 s with one thread per core); a 1280x960@10
-    #: camera needs ~12% of a core. 0 lets the codec decide: for one 4K or high-frame-rate camera.
-    encoder_threads: int = 1
-    shm_dir: str = DEFAULT_SHM_DIR
-    #: Seconds frames may gather in the stream before each read (stream transport): reading a few frames
-    #: per round trip instead of one saves ~0.5 ms of CPU per frame at 10 fps, and a segment reaches disk
-    #: up to this much later (a segment itself spans buffer_size / fps, 10 s by default). 0: read each
-    #: frame as it comes.
-    batch_wait_s: float = 0.25
-
-    def validate(self) -> None:
-        if self.buffer_size < 1:
-            raise ConfigError(f"buffer_size must be >= 1, got {self.buffer_size}")
-        if not 0 <= self.overlap_size < self.buffer_size:
-            raise ConfigError(
-                f"overlap_size must be >= 0 and smaller than buffer_size ({self.buffer_size}), got {self.overlap_size}"
-            )
-        if not 0 < self.fps <= 240:
-            raise ConfigError(f"fps must be in (0, 240], got {self.fps}")
-        if self.codec not in CODECS:
-            raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-        if self.preset not in X264_PRESETS:
-            raise ConfigError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
-        if self.encoder_threads < 0:
-            raise ConfigError(f"encoder_threads must be >= 0 (0 = automatic), got {self.encoder_threads}")
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"crf must be 0..51, got {self.crf}")
-        if not 0 <= self.batch_wait_s <= 5:
-            raise ConfigError(f"batch_wait_s must be 0..5 seconds, got {self.batch_wait_s}")
-
-    def encoder_settings(self) -> EncoderSettings:
-        return EncoderSettings(self.codec, self.fps, self.crf, self.preset, self.encoder_threads)
-
-
 def _nothing() -> None:
     return None
+
+
+def _encoder_settings(options: AggregatorOptions) -> EncoderSettings:
+    return EncoderSettings(options.codec, options.fps, options.crf, options.preset, options.encoder_threads)
 
 
 @dataclass(frozen=True)
@@ -223,7 +169,7 @@ class SensorWorker:
         self.queue: queue.Queue[BufferedFrame | None] = queue.Queue(maxsize=SENSOR_QUEUE_FRAMES)
         config = node.config
         self._assembler = SegmentAssembler(
-            config.buffer_size, config.overlap_size, lambda: OpenSegment(SegmentEncoder(config.encoder_settings()))
+            config.buffer_size, config.overlap_size, lambda: OpenSegment(SegmentEncoder(_encoder_settings(config)))
         )
         self._thread = threading.Thread(target=self._run, name=f"encoder-{sensor_name[:20]}", daemon=True)
         self._thread.start()
@@ -251,9 +197,7 @@ class SensorWorker:
 
 
 class ImageToVideoAggregatorNode:
-    kind: ClassVar[str] = "image_to_video_aggregator"
-
-    def __init__(self, config: AggregatorConfig, runtime: NodeRuntime) -> None:
+    def __init__(self, config: AggregatorOptions, runtime: NodeRuntime) -> None:
         config.validate()
         self.config = config
         self.runtime = runtime
@@ -302,6 +246,7 @@ class ImageToVideoAggregatorNode:
         sensor = self._metrics.sensor(message.sensor_name)
         self._metrics.frames_received.labels(self._metrics.node, sensor, delivery.topic).inc()
         self._metrics.mark_frame(sensor)
+        self.runtime.progress()
         worker = self._workers.get(message.sensor_name)
         if worker is None:
             worker = self._workers[message.sensor_name] = SensorWorker(self, message.sensor_name)

@@ -12,7 +12,7 @@ counted) and are published in order when it is back.
 Frame encodings (``frame_encoding``): ``jpeg`` is MSight's and works across hosts; ``raw`` sends BGR
 pixels through the broker (no codec, but 3.7 MB per 1280x960 frame); ``shm`` keeps the pixels in a
 shared-memory ring on this host and sends only a reference, the cheapest way to same-host msightd
-consumers (see :mod:`msightd.frame_ring`). A frame the ring cannot take goes inline as JPEG.
+consumers (see :mod:`msightd.media.frame_ring`). A frame the ring cannot take goes inline as JPEG.
 """
 
 from __future__ import annotations
@@ -20,90 +20,36 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
 
 from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable
-from msightd.capture import Capture, CaptureSettings, DecodedFrame, Decoder, open_capture
-from msightd.frame_ring import DEFAULT_SHM_DIR, MAX_SLOTS, FrameRingWriter, RingError
-from msightd.i420 import i420_bytes
 from msightd.identity import FrameIdGenerator, worker_id_for
 from msightd.logs import redact_url
+from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
+from msightd.media.frame_ring import FrameRingWriter, RingError
+from msightd.media.i420 import i420_bytes
 from msightd.messages import FrameMessage, FrameRef
-from msightd.nodes.base import EXIT_CONFIG, EXIT_OK, ConfigError, LogThrottle, NodeRuntime, PeriodicSummary
+from msightd.nodes.options import RtspSourceOptions
+from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
+from msightd.protocol import EXIT_CONFIG, EXIT_OK
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
 GAP_THRESHOLD_S = 2.0
 
 
-@dataclass(frozen=True)
-class RtspSourceConfig:
-    """Options of the RTSP node (the ``msight_launch_rtsp`` flags, snake_case)."""
-
-    name: str
-    url: str
-    publish_topic: str
-    sensor_name: str
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    resize_ratio: float = 1.0
-    jpeg_quality: int = 90
-    frame_encoding: Literal["jpeg", "raw", "shm"] = "jpeg"
-    shm_dir: str = DEFAULT_SHM_DIR
-    #: Ring slots (frames) per camera: more than a consumer holds unacknowledged (an aggregator holds up
-    #: to buffer_size + 50), or frames go inline as JPEG. 1.8 MB each at 1280x960.
-    shm_slots: int = 160
-    shm_consumer_timeout_s: float = 120.0
-    loop: bool = False
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 2.0
-    reconnect_delay_s: float = 0.25
-    reconnect_delay_max_s: float = 1.0
-    backlog_frames: int = 300
-    #: FFmpeg decoding threads (0: one per core). One is the cheapest per frame (no thread hand-offs) and
-    #: keeps up with a 1280x960@10 camera using ~7% of a core; raise it for 4K at high frame rates.
-    decode_threads: int = 1
-    #: opencv (BGR pictures) or pyav (YUV pictures: cheaper when frames go to a ring; see msightd.capture)
-    decoder: Decoder = "opencv"
-
-    def validate(self) -> None:
-        if not 0 < self.resize_ratio <= 4:
-            raise ConfigError(f"resize_ratio must be in (0, 4], got {self.resize_ratio}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
-        if self.decode_threads < 0:
-            raise ConfigError(f"decode_threads must be >= 0 (0 = one per core), got {self.decode_threads}")
-        if self.backlog_frames < 0:
-            raise ConfigError(f"backlog_frames must be >= 0, got {self.backlog_frames}")
-        if not self.sensor_name:
-            raise ConfigError("sensor_name must not be empty")
-        if not 2 <= self.shm_slots <= MAX_SLOTS:
-            raise ConfigError(f"shm_slots must be 2..{MAX_SLOTS}, got {self.shm_slots}")
-        if self.shm_consumer_timeout_s <= 0:
-            raise ConfigError(f"shm_consumer_timeout_s must be > 0, got {self.shm_consumer_timeout_s}")
-
-    @property
-    def is_file(self) -> bool:
-        return "://" not in self.url or self.url.startswith("file://")
-
-    @property
-    def file_path(self) -> str:
-        return self.url.removeprefix("file://")
-
-
-def _iso(timestamp: float) -> str:
+def _naive_iso(timestamp: float) -> str:
+    """MSight's per-frame log line writes UTC without a zone (``2026-01-24T11:28:45.649586``); kept for
+    scripts that parse it."""
     return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 class RtspSourceNode:
-    kind: ClassVar[str] = "rtsp"
-
-    def __init__(self, config: RtspSourceConfig, runtime: NodeRuntime) -> None:
+    def __init__(self, config: RtspSourceOptions, runtime: NodeRuntime) -> None:
         config.validate()
         self._config = config
         self._runtime = runtime
@@ -144,6 +90,7 @@ class RtspSourceNode:
         settings = self._capture_settings()
         attempt = 0
         while not self._runtime.stop.is_set():
+            self._runtime.heartbeat()
             attempt += 1
             try:
                 capture = open_capture(self._config.decoder, settings)
@@ -199,6 +146,7 @@ class RtspSourceNode:
         frame_interval_s = 1.0 / file_fps if file_fps > 0 else 0.0
         next_due = time.monotonic()
         while not self._runtime.stop.is_set():
+            self._runtime.heartbeat()
             picture = capture.read()
             if picture is None:
                 if config.is_file and config.loop:
@@ -235,7 +183,7 @@ class RtspSourceNode:
                 self._runtime.frame_log_level,
                 "frame_captured",
                 msg=f"Got image from {self._config.sensor_name}, the image shape is {picture.shape}, "
-                f"time: {_iso(captured_at)}",
+                f"time: {_naive_iso(captured_at)}",
                 frame_id=message.frame_id,
             )
         self._publish(message)
@@ -368,6 +316,7 @@ class RtspSourceNode:
             self._publish_backoff.reset()
             self._frames_published += 1
             metrics.frames_published.labels(metrics.node, self._sensor, topic).inc()
+            self._runtime.progress()
         if self._backlog_dropped:
             self._log.warning(
                 "backlog_overflowed",

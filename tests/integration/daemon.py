@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port
-from tests.support.processes import Proc, command, wait_for
+from testbed.ports import free_port
+from testbed.waiting import wait_for
+from tests.support.processes import Proc, command
 
 
 def pipeline_toml(

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import Proc, command, wait_for
+from testbed.waiting import wait_for
+from tests.support.processes import Proc, command
 
 
 def launch(processes: list[Proc], tmp_path: Path, name: str, args: list[str], redis_url: str) -> Proc:

@@ -1,4 +1,4 @@
-"""The benchmark script (bench/run_bench.py) still runs end to end: real RTSP camera, broker, daemon."""
+"""The benchmark script (python -m bench.run_bench) still runs end to end: real RTSP camera, broker, daemon."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def test_bench_runs_and_writes_its_report(tmp_path: Path) -> None:
     completed = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "bench" / "run_bench.py"),
+            "-m",
+            "bench.run_bench",
             "--duration",
             "8",
             "--cameras",

@@ -8,12 +8,13 @@ import socket
 import subprocess
 from pathlib import Path
 
-from msightd.sample import write_sample_video
-from msightd.video import probe_video
+from msightd.media.sample import write_sample_video
+from testbed.ports import free_port
+from testbed.waiting import wait_for
 from tests.integration.daemon import pid_alive, pipeline_toml, running_daemon, short_tempdir
 from tests.integration.pipeline import segments_on_disk
-from tests.support.ports import free_port
-from tests.support.processes import Proc, command, wait_for
+from tests.support.processes import Proc, command
+from tests.support.video import probe_video
 
 
 def test_sigterm_stops_everything_in_order_and_writes_the_partial_segment(

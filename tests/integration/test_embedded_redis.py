@@ -12,15 +12,14 @@ import redis
 import structlog
 from structlog.testing import LogCapture
 
-from msightd.embedded_redis import RedisServerProcess
-from tests.support.ports import free_port
+from tests.support.redis import TcpRedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def servers() -> Iterator[list[RedisServerProcess]]:
-    started: list[RedisServerProcess] = []
+def servers() -> Iterator[list[TcpRedisServer]]:
+    started: list[TcpRedisServer] = []
     yield started
     for server in started:
         server.stop()
@@ -36,9 +35,9 @@ def fill_and_read_some(client: redis.Redis) -> None:
 
 @pytest.mark.parametrize("persist", [True, False])
 def test_a_killed_broker_comes_back_with_its_streams_only_when_persistent(
-    tmp_path: Path, servers: list[RedisServerProcess], persist: bool
+    tmp_path: Path, servers: list[TcpRedisServer], persist: bool
 ) -> None:
-    server = RedisServerProcess(port=free_port(), persist_dir=tmp_path / "broker" if persist else None)
+    server = TcpRedisServer(work_dir=tmp_path, persist_dir=tmp_path / "broker" if persist else None)
     servers.append(server)
     server.start()
     client = redis.Redis.from_url(server.url)
@@ -55,9 +54,7 @@ def test_a_killed_broker_comes_back_with_its_streams_only_when_persistent(
     assert [fields[b"d"] for _, fields in rest[0][1]] == [b"frame-3", b"frame-4"]
 
 
-def test_an_append_only_file_that_cannot_be_loaded_is_set_aside(
-    tmp_path: Path, servers: list[RedisServerProcess]
-) -> None:
+def test_an_append_only_file_that_cannot_be_loaded_is_set_aside(tmp_path: Path, servers: list[TcpRedisServer]) -> None:
     data_dir = tmp_path / "broker"
     (data_dir / "appendonlydir").mkdir(parents=True)
     (data_dir / "appendonlydir" / "appendonly.aof.manifest").write_text("not a manifest\n")
@@ -65,7 +62,7 @@ def test_an_append_only_file_that_cannot_be_loaded_is_set_aside(
     log = structlog.wrap_logger(
         None, processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
     )
-    server = RedisServerProcess(port=free_port(), persist_dir=data_dir, log=log, log_file=tmp_path / "redis.log")
+    server = TcpRedisServer(work_dir=tmp_path, persist_dir=data_dir, log=log, log_file=tmp_path / "redis.log")
     servers.append(server)
     server.start()
     assert redis.Redis.from_url(server.url).ping()

@@ -18,12 +18,13 @@ import pytest
 import redis
 
 from msightd.messages import decode_frame
-from msightd.video import probe_video
+from testbed.waiting import wait_for
 from tests.integration.daemon import pipeline_toml, running_daemon
 from tests.integration.pipeline import launch, segments_on_disk
 from tests.integration.test_observability import scrape, total
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
+from tests.support.video import probe_video
 
 
 def published_frame_ids(redis_url: str, topic: str) -> list[int]:

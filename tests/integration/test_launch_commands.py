@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from msightd.video import probe_video
+from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk, start_consumers
-from tests.support.processes import Proc, command, wait_for
+from tests.support.processes import Proc, command
 from tests.support.redis import RedisEndpoint
+from tests.support.video import probe_video
 
 
 def test_file_source_pipeline_with_overlap_writes_complete_segments(

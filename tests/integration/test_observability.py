@@ -12,10 +12,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from testbed.ports import free_port
+from testbed.waiting import wait_for
 from tests.integration.daemon import pipeline_toml, running_daemon
 from tests.integration.pipeline import launch, segments_on_disk
-from tests.support.ports import free_port
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

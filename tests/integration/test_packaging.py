@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from msightd.daemon.metrics import SupervisorMetrics
 from msightd.metrics import NodeMetrics
-from msightd.supervisor_metrics import SupervisorMetrics
 from tests.support.processes import command
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.support.rtsp import RtspServer, open_capture, rtsp_server_available
+from testbed.rtsp import RtspServer, open_capture, rtsp_server_available
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from msightd.video import probe_video
+from testbed.rtsp import RtspServer
+from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk, start_consumers
-from tests.support.processes import Proc, command, wait_for
+from tests.support.processes import Proc, command
 from tests.support.redis import RedisEndpoint
-from tests.support.rtsp import RtspServer
+from tests.support.video import probe_video
 
 SEED_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - test-edge - rtsp_node - INFO :: Got image from test_camera, "

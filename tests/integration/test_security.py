@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from testbed.ports import free_port
+from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk
-from tests.support.ports import free_port
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 
 PASSWORD = "s3cret pass"
 

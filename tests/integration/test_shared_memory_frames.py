@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from msightd.frame_ring import HEADER_BYTES
-from msightd.video import probe_video
+from msightd.media.frame_ring import HEADER_BYTES
+from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
+from tests.support.video import probe_video
 
 BUFFER = 20
 

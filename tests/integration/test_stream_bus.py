@@ -16,7 +16,8 @@ from structlog.testing import LogCapture
 
 from msightd.bus import BusUnavailable, Delivery
 from msightd.bus.connection import RedisSettings
-from msightd.bus.factory import open_bus
+from msightd.bus.pubsub import RedisPubSubBus
+from msightd.bus.router import TopicSettings, open_bus
 from msightd.bus.streams import RedisStreamBus, StreamSubscription
 from tests.support.redis import RedisEndpoint
 
@@ -59,8 +60,8 @@ def make_bus(settings: RedisSettings, log: Any) -> Iterator[BusFactory]:
     """Open stream buses (one per simulated process); all are closed at the end."""
     opened: list[RedisStreamBus] = []
 
-    def make(consumer: str = GROUP, **options: Any) -> RedisStreamBus:
-        bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=consumer, **options)
+    def make(consumer: str = GROUP, maxlen: int = 10_000, **options: Any) -> RedisStreamBus:
+        bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=consumer, maxlen=maxlen, **options)
         opened.append(bus)
         return bus
 
@@ -297,9 +298,8 @@ def test_reconnect_redelivers_a_lost_read_but_not_what_the_node_holds(make_bus: 
     subscription.close()
 
 
-def test_factory_opens_a_stream_bus_named_after_the_node(settings: RedisSettings, log: Any) -> None:
-    bus = open_bus(settings, "stream", log, node_name="aggregator-1")
+def test_a_stream_topic_opens_a_stream_bus_named_after_the_node(settings: RedisSettings, log: Any) -> None:
+    bus = open_bus(settings, TopicSettings("stream", 50), log, node_name="aggregator-1")
     assert isinstance(bus, RedisStreamBus)
     bus.close()
-    with pytest.raises(ValueError, match="node's name"):
-        open_bus(settings, "stream", log)
+    assert isinstance(open_bus(settings, TopicSettings("pubsub"), log, node_name="aggregator-1"), RedisPubSubBus)

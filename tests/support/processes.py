@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,24 +22,6 @@ def command(name: str) -> str:
     if not path.exists():
         raise RuntimeError(f"{path} is missing: install the project first (pip install -e '.[test]')")
     return str(path)
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    timeout_s: float,
-    what: str,
-    interval_s: float = 0.1,
-    error: type[Exception] = AssertionError,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; raise ``error`` naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise error(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class Proc:

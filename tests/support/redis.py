@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-from msightd.embedded_redis import RedisServerProcess
-from tests.support.ports import free_port
+from msightd.daemon.broker import RedisServerProcess
+from testbed.ports import free_port
 
 
 class RedisEndpoint(Protocol):
@@ -35,9 +37,32 @@ def docker_engine_answers() -> bool:
         return False
 
 
+class TcpRedisServer(RedisServerProcess):
+    """The daemon's broker, on a loopback TCP port instead of its unix socket: the tests' "remote" Redis."""
+
+    def __init__(self, port: int | None = None, work_dir: Path | None = None, **kwargs: Any) -> None:
+        work_dir = work_dir or Path(tempfile.mkdtemp(prefix="msightd-test-redis-"))
+        super().__init__(unix_socket=work_dir / "unused.sock", **kwargs)
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _listen_arguments(self) -> list[str]:
+        return ["--port", str(self.port), "--bind", "127.0.0.1"]
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
 class LocalRedis:
     def __init__(self) -> None:
-        self._server = RedisServerProcess(port=free_port())
+        self._server = TcpRedisServer()
         self.url = self._server.url
 
     def start(self) -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from msightd.config import ConfigFileError, load_config
+from msightd.config.load import load_config
+from msightd.config.schema import ConfigFileError
 
 REPO = Path(__file__).resolve().parents[2]
 

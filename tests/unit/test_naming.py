@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from msightd.nodes.dumper import MAX_SENSOR_NAME_CHARS, safe_sensor_name, segment_stem
+from msightd.storage.naming import MAX_SENSOR_NAME_CHARS, safe_sensor_name, segment_stem
 
 
 def test_stem_is_sensor_then_utc_capture_time_to_the_microsecond() -> None:

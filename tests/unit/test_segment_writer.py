@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from msightd.messages import SegmentMessage
-from msightd.nodes.dumper import SegmentWriter
+from msightd.storage.writer import SegmentWriter
 
 
 def segment(video: bytes = b"mp4-bytes", sensor: str = "cam", start: float = 1769254140.0) -> SegmentMessage:
@@ -73,7 +73,7 @@ def test_failed_write_leaves_no_file_behind(tmp_path: Path) -> None:
 import resource, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_segment_writer import segment
-from msightd.nodes.dumper import SegmentWriter
+from msightd.storage.writer import SegmentWriter
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))

@@ -4,9 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from msightd.i420 import contiguous_planes, copy_planes
-from msightd.sample import sample_frame
-from msightd.video import EncoderSettings, I420Frame, SegmentEncoder, encode_segment, probe_video
+from msightd.media.i420 import contiguous_planes, copy_planes
+from msightd.media.sample import sample_frame
+from msightd.media.video import EncoderSettings, I420Frame, SegmentEncoder
+from tests.support.video import encode_segment, probe_video
 
 
 @pytest.mark.parametrize(("codec", "decoded_name"), [("h264", "h264"), ("hevc", "hevc"), ("mp4v", "mpeg4")])

@@ -43,19 +43,18 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from msightd.capture import DecodedFrame
-from msightd.i420 import ContiguousPicture, Picture, contiguous_planes, copy_planes, i420_bytes
+from msightd.media.capture import DecodedFrame
+from msightd.media.formats import RING_CONSUMERS_AT as _CONSUMERS_AT
+from msightd.media.formats import RING_HEADER_BYTES as HEADER_BYTES
+from msightd.media.formats import RING_MAX_CONSUMERS as MAX_CONSUMERS
+from msightd.media.formats import RING_MAX_SLOTS
+from msightd.media.formats import RING_SLOT_SEQS_AT as _SLOT_SEQS_AT
+from msightd.media.i420 import Picture, contiguous_planes, copy_planes, i420_bytes
 from msightd.messages import FrameRef
 
-DEFAULT_SHM_DIR = "/dev/shm/msightd"
 MAGIC = 0x4D53_4947_4652_4E47  # "MSIGFRNG"
 VERSION = 1
-HEADER_BYTES = 64 * 1024
-MAX_CONSUMERS = 32
 _W_MAGIC, _W_VERSION, _W_SLOTS, _W_SLOT_BYTES, _W_HEIGHT, _W_WIDTH, _W_LAST_SEQ = range(7)
-_CONSUMERS_AT = 16
-_SLOT_SEQS_AT = _CONSUMERS_AT + 4 * MAX_CONSUMERS
-MAX_SLOTS = HEADER_BYTES // 8 - _SLOT_SEQS_AT
 PictureT = TypeVar("PictureT", bound=Picture)
 _RING_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}\.ring$")
 
@@ -179,8 +178,8 @@ class FrameRingWriter:
     def __init__(
         self, directory: str | os.PathLike[str], topic: str, sensor_name: str, slots: int, consumer_timeout_s: float
     ) -> None:
-        if not 2 <= slots <= MAX_SLOTS:
-            raise RingError(f"shm_slots must be 2..{MAX_SLOTS}, got {slots}")
+        if not 2 <= slots <= RING_MAX_SLOTS:
+            raise RingError(f"shm_slots must be 2..{RING_MAX_SLOTS}, got {slots}")
         self._directory = Path(directory)
         self._topic = topic
         self._sensor = sensor_name
@@ -195,14 +194,10 @@ class FrameRingWriter:
     def path(self) -> Path | None:
         return self._ring.path if self._ring is not None else None
 
-    def write_bgr(self, image: np.ndarray) -> FrameRef | None:
-        """Store ``image`` (BGR, even width and height) as I420 in the next slot and return its reference,
-        or None when a consumer still holds the frame in that slot (send this one inline)."""
-        return self.write(DecodedFrame(bgr=image))
-
     def write(self, picture: DecodedFrame) -> FrameRef | None:
         """Store ``picture`` (even width and height) as I420, converted from BGR only if the decoder made
-        BGR; see :meth:`write_bgr`."""
+        BGR. Returns its reference, or None when a consumer still holds the frame in that slot (send this one
+        inline)."""
         height, width = picture.shape[:2]
         ring = self._ring_for(height, width)
         seq = int(ring.words[_W_LAST_SEQ]) + 1
@@ -298,11 +293,6 @@ class FrameRingReader:
         self._directory = Path(directory)
         self._id = _consumer_id(consumer)
         self._rings: dict[str, _MappedRing] = {}
-
-    def read(self, ref: FrameRef, height: int, width: int) -> np.ndarray:
-        """A copy of the frame as an I420 array of shape (height*3/2, width); :class:`FrameLost` if it is
-        no longer there."""
-        return self.read_into(ref, height, width, ContiguousPicture).array
 
     def read_into(self, ref: FrameRef, height: int, width: int, allocate: Callable[[int, int], PictureT]) -> PictureT:
         """Copy the frame into ``allocate(height, width)`` (e.g. an encoder's own frame: then this is the

@@ -1,4 +1,4 @@
-"""A private ``redis-server`` child: the daemon's default broker, and the test suite's.
+"""A private ``redis-server`` child: the daemon's default broker.
 
 The daemon starts it on a unix socket in its runtime directory (no TCP port), so a field box needs no
 Redis set up by hand. Pub/sub output buffers are raised: a subscriber briefly behind on large frames
@@ -39,21 +39,18 @@ class RedisServerError(RuntimeError):
 
 
 class RedisServerProcess:
-    """Owns one redis-server process. Give ``unix_socket`` (daemon) or ``port`` (tests), not both."""
+    """Owns one redis-server process listening on ``unix_socket`` only (no TCP port: nothing else on the box
+    or the network can reach the daemon's broker; the socket is mode 0700)."""
 
     def __init__(
         self,
-        unix_socket: Path | None = None,
-        port: int | None = None,
+        unix_socket: Path,
         executable: str | None = None,
         log_file: Path | None = None,
         persist_dir: Path | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        if (unix_socket is None) == (port is None):
-            raise ValueError("give exactly one of unix_socket and port")
         self.unix_socket = unix_socket
-        self.port = port
         self.persist_dir = persist_dir
         self._executable = executable or shutil.which("redis-server") or ""
         self._log_file = log_file
@@ -62,9 +59,7 @@ class RedisServerProcess:
 
     @property
     def url(self) -> str:
-        if self.unix_socket is not None:
-            return f"unix://{self.unix_socket}?db=0"
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.unix_socket}?db=0"
 
     @property
     def pid(self) -> int | None:
@@ -84,14 +79,14 @@ class RedisServerProcess:
             args += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.persist_dir)]
         else:
             args += ["--appendonly", "no"]
-        if self.unix_socket is not None:
-            args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
-            if self.persist_dir is None:
-                args += ["--dir", str(self.unix_socket.parent)]
-        else:
-            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        args += self._listen_arguments()
+        if self.persist_dir is None:
+            args += ["--dir", str(self.unix_socket.parent)]
         args += ["--logfile", str(self._log_file) if self._log_file else ""]
         return args
+
+    def _listen_arguments(self) -> list[str]:
+        return ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
 
     def start(self, timeout_s: float = 10.0) -> None:
         if not self._executable or not os.access(self._executable, os.X_OK):
@@ -128,9 +123,8 @@ class RedisServerProcess:
     def _start(self, timeout_s: float) -> None:
         if self.persist_dir is not None:
             self.persist_dir.mkdir(parents=True, exist_ok=True)
-        if self.unix_socket is not None:
-            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
-            self.unix_socket.unlink(missing_ok=True)
+        self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+        self.unix_socket.unlink(missing_ok=True)
         self._process = subprocess.Popen(
             self._arguments(),
             stdin=subprocess.DEVNULL,
@@ -181,15 +175,7 @@ class RedisServerProcess:
                 process.wait()
         if process is not None and process.stderr:
             process.stderr.close()
-        if self.unix_socket is not None:
-            self.unix_socket.unlink(missing_ok=True)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would (tests of broker outages)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
+        self.unix_socket.unlink(missing_ok=True)
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -1,19 +1,19 @@
-"""What every node is given by the process that hosts it, and the little they share.
+"""What every node is given by the process that hosts it, and the loops and throttles they share.
 
-A node is constructed from its config dataclass and a :class:`NodeRuntime`, then :meth:`run` blocks
-until ``runtime.stop`` is set or the node cannot go on, and returns a process exit code. Nodes never
-read the environment, parse flags or install signal handlers: the host does (the launch commands and
-the daemon's child entry point run the same host code).
+A node is constructed from its options dataclass and a :class:`NodeRuntime`, then ``run()`` blocks until
+``runtime.stop`` is set or the node cannot go on, and returns a process exit code
+(:mod:`msightd.protocol`). Nodes never read the environment, parse flags or install signal handlers: the
+host does (:mod:`msightd.host`, for the launch commands and the daemon's children alike).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
 
 import structlog
 
@@ -22,14 +22,36 @@ from msightd.messages import MalformedMessage
 from msightd.metrics import NodeMetrics
 from msightd.stop import StopFlag
 
-#: Exit codes shared by all nodes: 0 done, 1 failure worth a restart, 2 bad configuration (no restart helps).
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
+#: At most one heartbeat or progress mark per this many seconds reaches the file the daemon watches.
+PULSE_INTERVAL_S = 1.0
 
 
-class ConfigError(ValueError):
-    """A node option is invalid; the message names the option and what is allowed."""
+def _nothing() -> None:
+    return None
+
+
+class Pulse:
+    """Touches a file (its mtime is the signal) at most once per :data:`PULSE_INTERVAL_S`, and runs
+    ``also`` at the same moment. Without a file (launch commands) it only runs ``also``. One owner thread:
+    a pulse from a side thread would keep beating while the main loop is stuck, which is what it must show."""
+
+    def __init__(self, path: str | None, also: Callable[[], object] = _nothing) -> None:
+        self._path = path
+        self._also = also
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + PULSE_INTERVAL_S
+        self._also()
+        if self._path is not None:
+            try:
+                os.utime(self._path)
+            except FileNotFoundError:  # the daemon removed it (it is restarting us): recreate it
+                with open(self._path, "w"):
+                    pass
 
 
 @dataclass
@@ -45,13 +67,11 @@ class NodeRuntime:
     frame_log_level: int = logging.INFO
     summary_interval_s: float = 0.0
     #: Called once the node is doing its job (subscribed / source opened); the daemon waits for it.
-    mark_ready: Callable[[], None] = field(default=lambda: None)
-
-
-class Node(Protocol):
-    kind: ClassVar[str]
-
-    def run(self) -> int: ...
+    mark_ready: Callable[[], None] = field(default=_nothing)
+    #: Called from the node's main loop every turn (throttled): the daemon's proof the node is not hung.
+    heartbeat: Callable[[], None] = field(default=_nothing)
+    #: Called when work gets done (a frame published or received, a segment written; throttled).
+    progress: Callable[[], None] = field(default=_nothing)
 
 
 class PeriodicSummary:
@@ -147,6 +167,7 @@ def consume(
     ready = False
     next_tick = 0.0
     while not runtime.stop.is_set() and not (failed and failed.is_set()):
+        runtime.heartbeat()
         delivery = subscription.receive(timeout_s=TICK_INTERVAL_S)
         if not ready:
             runtime.mark_ready()

@@ -13,15 +13,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import av
 import cv2
 import numpy as np
 
-from msightd.i420 import Planes, copy_planes, frame_planes
+from msightd.media.formats import Decoder
+from msightd.media.i420 import Planes, copy_planes, frame_planes
 
-Decoder = Literal["opencv", "pyav"]
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 #: Small probe sizes cut the open time from ~1.3 s to ~0.2 s on an H.264 camera.
 _FAST_PROBE = {"analyzeduration": "100000", "probesize": "100000"}

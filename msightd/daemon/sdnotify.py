@@ -28,9 +28,6 @@ class SystemdNotifier:
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={status}")
 
-    def status(self, status: str) -> None:
-        self._send(f"STATUS={status}")
-
     def reloading(self) -> None:
         self._send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 

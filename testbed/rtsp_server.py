@@ -43,7 +43,7 @@ until the server exits (see ``_keep_media_prepared``), like a real camera: the
 idle CPU cost equals the streaming cost above, and reconnecting clients join the
 running stream instead of racing its teardown.
 
-Protocol with the parent (see ``tests/support/rtsp.py``): exactly one line
+Protocol with the parent (see ``testbed/rtsp.py``): exactly one line
 ``READY <port>`` on stdout once the server socket is bound and listening
 (``--port 0`` lets the OS choose; the real port is reported).  Diagnostics go to
 stderr.  SIGTERM/SIGINT stop the server with exit status 0.  Exit status 2 with

@@ -1,66 +1,49 @@
 """Host one node in this process: logging, signals, metrics, bus, then ``node.run()``.
 
-Both the ``msight_launch_*`` commands and the daemon's children end here, so a node behaves the same
-ad hoc and supervised. Under the daemon (``MSIGHTD_PARENT_PID`` set) the process also dies with its
-parent: the kernel sends SIGTERM when the daemon dies (``PR_SET_PDEATHSIG``), and a watcher thread
-catches the case where the daemon died before that was armed.
+Both the ``msight_launch_*`` commands and the daemon's children (``python -m msightd.host '<json>'``, see
+:mod:`msightd.protocol`) end here, so a node behaves the same ad hoc and supervised. Under the daemon
+(``parent_pid`` set) the process also dies with its parent: the kernel sends SIGTERM when the daemon dies
+(``PR_SET_PDEATHSIG``), and a watcher thread catches the case where the daemon died before that was armed.
+A SIGUSR1 makes the process dump every thread's stack to stderr (faulthandler, from C: it works while the
+interpreter is stuck), which the daemon asks for before it kills a hung node.
 """
 
 from __future__ import annotations
 
-import logging
+import faulthandler
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from msightd.bus.connection import resolve_redis_settings
-from msightd.bus.router import DEFAULT_STREAM_MAXLEN, TopicRouter, TopicSettings
+from msightd.bus.router import TopicRouter, TopicSettings
+from msightd.config.schema import ConfigFileError, build_options
 from msightd.identity import device_name
 from msightd.logs import configure_logging, get_logger
 from msightd.metrics import NodeMetrics
-from msightd.nodes import NODE_KINDS
-from msightd.nodes.base import EXIT_CONFIG, EXIT_FAILURE, ConfigError, NodeRuntime
+from msightd.nodes.kinds import NODE_KINDS
+from msightd.nodes.options import ConfigError
+from msightd.nodes.runtime import NodeRuntime, Pulse
 from msightd.pdeathsig import die_with_parent
+from msightd.protocol import EXIT_CONFIG, EXIT_FAILURE, ChildLaunch, HostSettings
 from msightd.stop import StopFlag
 
-PARENT_PID_ENV = "MSIGHTD_PARENT_PID"
-READY_FILE_ENV = "MSIGHTD_READY_FILE"
 #: Seconds a node whose daemon died may take to flush before it exits regardless.
 ORPHAN_GRACE_S = 20.0
 
 
-@dataclass(frozen=True)
-class HostOptions:
-    """How the hosting process runs a node (not part of the node's own config)."""
-
-    redis_url: str | None = None
-    #: Transport of topics not listed in ``topics`` (the launch commands: MSight's pub/sub by default).
-    transport: str = "pubsub"
-    stream_maxlen: int = DEFAULT_STREAM_MAXLEN
-    topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    log_level: str = "info"
-    log_format: str = "auto"
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
-    frame_log_level: int = logging.INFO
-    summary_interval_s: float = 0.0
-
-
-def _die_with_parent(stop: StopFlag) -> None:
-    expected = os.environ.get(PARENT_PID_ENV)
-    if not expected:
+def _die_with_parent(stop: StopFlag, expected: int | None) -> None:
+    if expected is None:
         return
     die_with_parent()  # the daemon also sets it before exec; this covers other hosts
 
     def watch() -> None:
-        while os.getppid() == int(expected):
+        while os.getppid() == expected:
             time.sleep(1.0)
         stop.set()
         # An orphan must never linger: whatever the node is stuck on, it is gone after the grace period.
@@ -68,12 +51,12 @@ def _die_with_parent(stop: StopFlag) -> None:
         os.write(2, b'{"event": "orphan_exit", "msg": "the daemon is gone and the node did not stop in time"}\n')
         os._exit(EXIT_FAILURE)
 
-    if os.getppid() != int(expected):
+    if os.getppid() != expected:
         stop.set()
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_node(kind: str, options: Any, host: HostOptions) -> int:
+def run_node(kind: str, options: Any, host: HostSettings) -> int:
     """Run one node until SIGTERM/SIGINT or until it cannot go on; return the exit code."""
     device = device_name()
     configure_logging(host.log_level, host.log_format, device=device, node=options.name)
@@ -95,7 +78,8 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    _die_with_parent(stop)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    _die_with_parent(stop, host.parent_pid)
 
     metrics = NodeMetrics(options.name)
     if host.metrics_port is not None:
@@ -128,10 +112,12 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
         stop=stop,
         frame_log_level=host.frame_log_level,
         summary_interval_s=host.summary_interval_s,
-        mark_ready=_ready_marker(log),
+        mark_ready=_ready_marker(log, host.ready_file),
+        heartbeat=Pulse(host.heartbeat_file, also=metrics.refresh_rates),
+        progress=Pulse(host.progress_file),
     )
     try:
-        node = NODE_KINDS[kind].node_class(options, runtime)
+        node = NODE_KINDS[kind].load()(options, runtime)
     except ConfigError as exc:
         log.error("invalid_config", msg=str(exc))
         return EXIT_CONFIG
@@ -146,9 +132,8 @@ def run_node(kind: str, options: Any, host: HostOptions) -> int:
     return code
 
 
-def _ready_marker(log: Any) -> Any:
-    """Under the daemon, readiness is a file the supervisor watches for (``MSIGHTD_READY_FILE``)."""
-    path = os.environ.get(READY_FILE_ENV)
+def _ready_marker(log: Any, path: str | None) -> Any:
+    """Under the daemon, readiness is a file the supervisor watches for."""
 
     def mark_ready() -> None:
         log.info("node_ready")
@@ -181,3 +166,20 @@ def _check_broker(settings: Any, log: Any) -> None:
         )
     finally:
         client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A node process started by the daemon: ``python -m msightd.host '<ChildLaunch JSON>'``."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        launch = ChildLaunch.from_json(args[0])
+        kind = NODE_KINDS[launch.kind]
+        options = build_options(kind.options_class, launch.options, f"node {launch.options.get('name')!r}")
+    except (IndexError, KeyError, TypeError, ValueError, ConfigFileError) as exc:
+        print(f"msightd node: invalid launch payload: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_node(kind.name, options, launch.host)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

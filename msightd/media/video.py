@@ -20,7 +20,6 @@ import io
 import os
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -29,20 +28,8 @@ import av
 import cv2
 import numpy as np
 
-from msightd.i420 import Planes, frame_planes
+from msightd.media.i420 import Planes, frame_planes
 
-CODECS = ("h264", "hevc", "mp4v")
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-)
 _AV_CODEC = {"h264": "libx264", "hevc": "libx265"}
 
 
@@ -212,50 +199,6 @@ class SegmentEncoder:
             self._path = None
 
 
-def encode_segment(frames: Sequence[np.ndarray], settings: EncoderSettings) -> EncodedVideo:
-    """Encode BGR ``frames`` (all the same shape) into MP4 bytes at ``settings.fps``."""
-    encoder = SegmentEncoder(settings)
-    for image in frames:
-        encoder.add(image)
-    return encoder.finish()
-
-
 def _scratch_dir() -> str | None:
     """RAM-backed scratch space when there is one: OpenCV can only write to a path."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What an MP4 holds, read back by decoding every frame."""
-
-    frame_count: int
-    width: int
-    height: int
-    fps: float
-    codec: str
-    pix_fmt: str
-    frames: list[np.ndarray] | None = None
-
-
-def probe_video(source: bytes | str | os.PathLike[str], keep_frames: bool = False) -> VideoInfo:
-    """Decode a whole MP4 (bytes or path) and report what it really holds."""
-    file: io.BytesIO | str = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
-    with av.open(file, mode="r") as container:
-        stream = container.streams.video[0]
-        decoded: list[np.ndarray] = []
-        count = 0
-        for frame in container.decode(stream):
-            count += 1
-            if keep_frames:
-                decoded.append(frame.to_ndarray(format="bgr24"))
-        rate = stream.average_rate or stream.base_rate or 0
-        return VideoInfo(
-            frame_count=count,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=float(rate),
-            codec=stream.codec_context.name,
-            pix_fmt=str(stream.codec_context.pix_fmt),
-            frames=decoded if keep_frames else None,
-        )

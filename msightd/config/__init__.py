@@ -1,0 +1,1 @@
+"""The daemon's configuration: model (dataclasses and defaults), schema (validation), load (TOML), checks."""

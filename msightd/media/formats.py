@@ -1,0 +1,28 @@
+"""Names and limits of the media formats, without the media stack.
+
+The daemon and ``msightd check`` validate options against these; importing them must not load cv2, av or
+numpy (the parent process never carries the codecs: see ``tests/unit/test_import_boundaries.py``). The
+modules that implement each format import their names from here, so every name is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: Segment codecs: h264 (libx264, plays in browsers), hevc (libx265), mp4v (OpenCV's MPEG-4 Part 2).
+CODECS = ("h264", "hevc", "mp4v")
+Codec = Literal["h264", "hevc", "mp4v"]
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+#: How a camera node decodes: OpenCV (BGR pictures) or PyAV (the decoder's own YUV pictures).
+Decoder = Literal["opencv", "pyav"]
+#: How frames travel: MSight's JPEG, raw BGR, or a reference into a shared-memory ring.
+FrameEncoding = Literal["jpeg", "raw", "shm"]
+
+DEFAULT_SHM_DIR = "/dev/shm/msightd"
+#: Frame ring header geometry (the layout itself is in msightd.media.frame_ring): a 64 KiB header of
+#: uint64 words holding 16 fixed words, 4 per consumer, and one sequence number per slot.
+RING_HEADER_BYTES = 64 * 1024
+RING_MAX_CONSUMERS = 32
+RING_CONSUMERS_AT = 16
+RING_SLOT_SEQS_AT = RING_CONSUMERS_AT + 4 * RING_MAX_CONSUMERS
+RING_MAX_SLOTS = RING_HEADER_BYTES // 8 - RING_SLOT_SEQS_AT

@@ -1,0 +1,196 @@
+"""Every node kind's options: the one source of their names, defaults, choices and help.
+
+The daemon's ``[[nodes]]`` tables, the launch commands' flags (generated from the ``flags`` and ``help``
+metadata here, see :mod:`msightd.cli.launch`) and the child's re-check all build these dataclasses through
+:func:`msightd.config.schema.build_options`. This module imports no media library: the daemon validates
+options without loading cv2, av or numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from msightd.media.formats import (
+    CODECS,
+    DEFAULT_SHM_DIR,
+    RING_MAX_SLOTS,
+    X264_PRESETS,
+    Codec,
+    Decoder,
+    FrameEncoding,
+)
+
+#: Frames waiting per sensor between an aggregator's receiving loop and its encoder thread (5 s at 10 fps).
+SENSOR_QUEUE_FRAMES = 50
+#: A liveness timeout long enough for a node's slowest legitimate step (opening a camera, flushing a
+#: segment to a slow disk) and short enough that a frozen recorder is replaced within a minute.
+DEFAULT_LIVENESS_TIMEOUT_S = 30.0
+#: Nodes beat at most once a second; a shorter timeout would call a healthy node hung.
+MIN_LIVENESS_TIMEOUT_S = 3.0
+
+
+class ConfigError(ValueError):
+    """A node option is invalid; the message names the option and what is allowed."""
+
+
+def option(
+    default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), kw_only: bool = False, **extra: Any
+) -> Any:
+    """A dataclass field with its launch flag(s) and help; no ``flags`` means the kebab-case of its name.
+    ``extra`` may hold ``choices`` (for a ``str`` option whose allowed values are not a Literal) or
+    ``launch=False`` (a TOML-only option)."""
+    return dataclasses.field(default=default, kw_only=kw_only, metadata={"help": help, "flags": flags, **extra})
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """What every node has: its name (logs, metrics, consumer groups) and how long its main loop may stay
+    silent before the daemon calls it hung (``liveness_timeout_s``, 0 disables)."""
+
+    name: str = option(help="node name (appears in logs and metrics)", flags=("-n", "--name"))
+    liveness_timeout_s: float = option(
+        DEFAULT_LIVENESS_TIMEOUT_S,
+        "seconds the node's main loop may stay silent before the daemon kills and restarts it (0: never)",
+        kw_only=True,
+        launch=False,
+    )
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("name must not be empty")
+        if self.liveness_timeout_s != 0 and self.liveness_timeout_s < MIN_LIVENESS_TIMEOUT_S:
+            raise ConfigError(
+                f"liveness_timeout_s must be 0 (off) or >= {MIN_LIVENESS_TIMEOUT_S:g} seconds, "
+                f"got {self.liveness_timeout_s}"
+            )
+
+
+@dataclass(frozen=True)
+class RtspSourceOptions(NodeOptions):
+    """``msight_launch_rtsp``: read an RTSP camera (or a local video file) and publish its frames."""
+
+    url: str = option(help="rtsp:// URL of the camera, or a local video file path", flags=("-u", "--url"))
+    publish_topic: str = option(help="topic to publish frames to", flags=("-pt", "--publish-topic"))
+    sensor_name: str = option(help="name of this camera in messages")
+    rtsp_transport: Literal["tcp", "udp"] = option("tcp", "RTSP over TCP or UDP")
+    resize_ratio: float = option(1.0, "scale frames by this factor", flags=("-r", "--resize-ratio"))
+    jpeg_quality: int = option(90, "JPEG quality 1-100")
+    frame_encoding: FrameEncoding = option(
+        "jpeg",
+        "jpeg (MSight's), raw BGR through the broker, or shm: pixels in a shared-memory ring, only a reference "
+        "on the bus (fastest; msightd consumers on this host)",
+    )
+    shm_dir: str = option(DEFAULT_SHM_DIR, "directory of frame rings")
+    #: More than a consumer holds unacknowledged (an aggregator: buffer_size + SENSOR_QUEUE_FRAMES), or frames
+    #: go inline as JPEG.
+    shm_slots: int = option(160, "frames per ring (more than the consumer's buffer size + 50)")
+    shm_consumer_timeout_s: float = option(120.0, "seconds a silent ring consumer keeps its frames", launch=False)
+    loop: bool = option(False, "replay a video file forever")
+    open_timeout_s: float = option(5.0, "seconds to open the camera", flags=("--open-timeout",))
+    read_timeout_s: float = option(
+        2.0, "seconds a read may take before the camera counts as lost", flags=("--read-timeout",)
+    )
+    reconnect_delay_s: float = option(0.25, "first reconnect delay, seconds", launch=False)
+    reconnect_delay_max_s: float = option(1.0, "longest reconnect delay, seconds", launch=False)
+    backlog_frames: int = option(300, "frames kept in memory while the broker is down")
+    #: One decoding thread is the cheapest per frame (no hand-offs); raise it for 4K at high frame rates.
+    decode_threads: int = option(1, "decoding threads (0: one per core)")
+    decoder: Decoder = option("opencv", "opencv (BGR pictures) or pyav (YUV pictures: cheaper with shm frames)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.resize_ratio <= 4:
+            raise ConfigError(f"resize_ratio must be in (0, 4], got {self.resize_ratio}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+        if self.decode_threads < 0:
+            raise ConfigError(f"decode_threads must be >= 0 (0 = one per core), got {self.decode_threads}")
+        if self.backlog_frames < 0:
+            raise ConfigError(f"backlog_frames must be >= 0, got {self.backlog_frames}")
+        if not self.sensor_name:
+            raise ConfigError("sensor_name must not be empty")
+        if not 2 <= self.shm_slots <= RING_MAX_SLOTS:
+            raise ConfigError(f"shm_slots must be 2..{RING_MAX_SLOTS}, got {self.shm_slots}")
+        if self.shm_consumer_timeout_s <= 0:
+            raise ConfigError(f"shm_consumer_timeout_s must be > 0, got {self.shm_consumer_timeout_s}")
+        blocking_s = max(self.open_timeout_s, self.read_timeout_s)
+        if self.liveness_timeout_s and self.liveness_timeout_s <= blocking_s + 1:
+            raise ConfigError(
+                f"liveness_timeout_s ({self.liveness_timeout_s:g}) must exceed open_timeout_s and read_timeout_s "
+                f"by more than 1 s: opening or reading the camera blocks the node for up to {blocking_s:g} s"
+            )
+
+    @property
+    def is_file(self) -> bool:
+        return "://" not in self.url or self.url.startswith("file://")
+
+    @property
+    def file_path(self) -> str:
+        return self.url.removeprefix("file://")
+
+
+@dataclass(frozen=True)
+class AggregatorOptions(NodeOptions):
+    """``msight_launch_image_to_video_aggregator``: buffer frames per sensor, publish each buffer as an MP4."""
+
+    subscribe_topic: str = option(help="frame topic", flags=("-st", "--subscribe-topic"))
+    publish_topic: str = option(help="segment topic", flags=("-pt", "--publish-topic"))
+    fps: float = option(10.0, "frame rate of the MP4")
+    buffer_size: int = option(100, "frames per segment")
+    overlap_size: int = option(0, "frames shared by consecutive segments (< buffer size)")
+    codec: Codec = option("h264", "h264 (plays in browsers), hevc or mp4v")
+    crf: int = option(23, "h264/hevc quality, 0-51, lower is better")
+    preset: str = option("veryfast", "h264/hevc speed preset", choices=X264_PRESETS)
+    #: One thread per sensor is the cheapest per frame and keeps segment ends short when many cameras
+    #: finish together; 0 lets the codec decide (one 4K or high-frame-rate camera).
+    encoder_threads: int = option(1, "codec threads per sensor (0: the codec decides)")
+    shm_dir: str = option(DEFAULT_SHM_DIR, "directory of frame rings")
+    #: Reading a few frames per round trip instead of one saves CPU per frame; a segment reaches disk up to
+    #: this much later.
+    batch_wait_s: float = option(
+        0.25, "seconds frames gather in a stream before each read (0: read each as it comes)", flags=("--batch-wait",)
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.buffer_size < 1:
+            raise ConfigError(f"buffer_size must be >= 1, got {self.buffer_size}")
+        if not 0 <= self.overlap_size < self.buffer_size:
+            raise ConfigError(
+                f"overlap_size must be >= 0 and smaller than buffer_size ({self.buffer_size}), got {self.overlap_size}"
+            )
+        if not 0 < self.fps <= 240:
+            raise ConfigError(f"fps must be in (0, 240], got {self.fps}")
+        if self.codec not in CODECS:
+            raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.preset not in X264_PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
+        if self.encoder_threads < 0:
+            raise ConfigError(f"encoder_threads must be >= 0 (0 = automatic), got {self.encoder_threads}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"crf must be 0..51, got {self.crf}")
+        if not 0 <= self.batch_wait_s <= 5:
+            raise ConfigError(f"batch_wait_s must be 0..5 seconds, got {self.batch_wait_s}")
+
+    @property
+    def segment_interval_s(self) -> float:
+        """Seconds between two segments of one sensor at the configured frame rate."""
+        return (self.buffer_size - self.overlap_size) / self.fps
+
+
+@dataclass(frozen=True)
+class DumperOptions(NodeOptions):
+    """``msight_launch_video_local_dumper``: write received segments as MP4 + JSON files."""
+
+    subscribe_topic: str = option(help="segment topic", flags=("-st", "--subscribe-topic"))
+    save_dir: str = option(help="directory to write files into", flags=("-sd", "--save-dir"))
+    max_pending_segments: int = option(100, "segments kept in memory while they cannot be written", launch=False)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.save_dir:
+            raise ConfigError("save_dir must not be empty")
+        if self.max_pending_segments < 1:
+            raise ConfigError(f"max_pending_segments must be >= 1, got {self.max_pending_segments}")

@@ -1,0 +1,44 @@
+"""The JSON written beside each MP4: every frame's id and capture time, and what the video holds."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from msightd import __version__
+from msightd.messages import SegmentMessage
+from msightd.storage.naming import iso_utc
+
+
+def segment_metadata(segment: SegmentMessage, video_file: str, sha256: str) -> dict[str, Any]:
+    """The JSON written beside each MP4."""
+    return {
+        "sensor_name": segment.sensor_name,
+        "device_name": segment.device_name,
+        "video_file": video_file,
+        "video_size_bytes": len(segment.video),
+        "video_sha256": sha256,
+        "codec": segment.codec,
+        "fps": segment.fps,
+        "width": segment.width,
+        "height": segment.height,
+        "frame_count": segment.frame_count,
+        "segment_frame_id": segment.frame_id,
+        "first_capture_timestamp": segment.capture_timestamps[0],
+        "last_capture_timestamp": segment.capture_timestamps[-1],
+        "first_capture_time": iso_utc(segment.capture_timestamps[0]),
+        "last_capture_time": iso_utc(segment.capture_timestamps[-1]),
+        "frames": [
+            {"frame_id": frame_id, "capture_timestamp": stamp, "capture_time": iso_utc(stamp)}
+            for frame_id, stamp in zip(segment.frame_ids, segment.capture_timestamps, strict=True)
+        ],
+        "segment_creation_timestamp": segment.creation_timestamp,
+        "written_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "time_zone": "UTC",
+        "writer": f"msightd {__version__}",
+    }
+
+
+def metadata_bytes(segment: SegmentMessage, video_file: str, digest: str) -> bytes:
+    return (json.dumps(segment_metadata(segment, video_file, digest), indent=2) + "\n").encode()
