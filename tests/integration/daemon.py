@@ -18,7 +18,12 @@ from tests.support.processes import Proc, command
 
 
 def pipeline_toml(
-    video: Path, save_dir: Path, metrics_port: int, buffer_size: int = 10, extra: str = "", redis_url: str | None = None
+    video: Path | str,
+    save_dir: Path,
+    metrics_port: int,
+    buffer_size: int = 10,
+    extra: str = "",
+    redis_url: str | None = None,
 ) -> str:
     redis = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     return f"""{redis}
