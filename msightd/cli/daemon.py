@@ -4,9 +4,11 @@ or run the built-in ``demo`` (embedded Redis, synthetic camera, no setup)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from msightd.daemon.control import SOCKET_NAME, request_status
 from msightd.daemon.demo import demo_document
 from msightd.logs import LOG_FORMATS, LOG_LEVELS
 from msightd.protocol import EXIT_CONFIG
+
+#: ``msightd status`` when the daemon answers but a node is failed, hung, silent or short of disk (for cron,
+#: monit, Nagios); 3 means no daemon answered.
+EXIT_UNHEALTHY = 1
 
 
 def _error(message: str) -> int:
@@ -65,20 +71,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    healthy = status.get("health", {}).get("ok", True)
     if args.json:
-        import json
-
         print(json.dumps(status, indent=2))
-        return 0
+        return 0 if healthy else EXIT_UNHEALTHY
     print(f"msightd pid {status['pid']}  config {status['config']}")
-    print(f"{'NODE':<22} {'KIND':<26} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8}  LAST EXIT")
+    print(
+        f"{'NODE':<22} {'KIND':<26} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'HANGS':>5} "
+        f"{'PROGRESS':>9}  LAST EXIT"
+    )
+    now = time.time()
     for node in status["nodes"]:
         uptime = f"{node['uptime_s']:.0f}s" if node["uptime_s"] is not None else "-"
+        progress = f"{now - node['last_progress_at']:.0f}s ago" if node.get("last_progress_at") else "-"
         print(
             f"{node['name']:<22} {node['kind']:<26} {node['state']:<9} {node['pid'] or '-':>7} {uptime:>9} "
-            f"{node['restarts']:>8}  {node['last_exit'] or '-'}"
+            f"{node['restarts']:>8} {node.get('hangs', 0):>5} {progress:>9}  {node['last_exit'] or '-'}"
         )
-    return 0
+    for problem in status.get("health", {}).get("problems", []):
+        print(f"unhealthy: {problem['node']}: {problem['problem']}: {problem['detail']}")
+    return 0 if healthy else EXIT_UNHEALTHY
 
 
 # -- run -------------------------------------------------------------------------------------------

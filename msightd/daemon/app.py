@@ -130,7 +130,7 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
             config, host, runtime_dir, metrics_dir, supervisor_metrics, log, SystemdNotifier(), broker=embedded
         )
         supervisor.install_signal_handlers()
-        control = ControlServer(socket_path, supervisor.snapshot)
+        control = ControlServer(socket_path, supervisor.status)
         control.start()
         if stop_after_s is not None:
             timer = threading.Timer(stop_after_s, os.kill, (os.getpid(), signal.SIGTERM))

@@ -31,6 +31,7 @@ from msightd.config.load import load_config
 from msightd.config.model import DaemonConfig, NodeSpec
 from msightd.config.schema import ConfigFileError
 from msightd.daemon.broker import RedisServerError, RedisServerProcess
+from msightd.daemon.health import HealthReport, evaluate, expectations_for, readings_from_metrics, with_readings
 from msightd.daemon.metrics import SupervisorMetrics
 from msightd.daemon.process import AfterStop, NodeFiles, NodeState, SupervisedNode, describe_exit
 from msightd.daemon.sdnotify import SystemdNotifier
@@ -453,3 +454,15 @@ class Supervisor:
     def snapshot(self) -> dict[str, Any]:
         """Thread-safe: the control socket thread reads the last published snapshot."""
         return self._snapshot
+
+    def health(self) -> HealthReport:
+        """The pipeline's health now, from the last snapshot and the nodes' metrics (disk, uploads).
+        Thread-safe (for the control socket and the HTTP listener)."""
+        snapshot = self._snapshot
+        readings = readings_from_metrics(self._metrics.registry.collect())
+        expectations = expectations_for(self.config.nodes)
+        return evaluate(with_readings(snapshot["nodes"], readings), expectations, time.time())
+
+    def status(self) -> dict[str, Any]:
+        """``msightd status``'s answer: the snapshot and the health verdict."""
+        return {**self._snapshot, "health": self.health().to_json()}

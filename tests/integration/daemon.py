@@ -71,15 +71,20 @@ class Daemon:
         self.config_path = config_path
         self.metrics_port = metrics_port
 
-    def status(self) -> dict[str, Any]:
-        result = subprocess.run(
-            [command("msightd"), "status", "--json", "--runtime-dir", str(self.runtime_dir)],
+    def status_command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [command("msightd"), "status", *args, "--runtime-dir", str(self.runtime_dir)],
             capture_output=True,
             text=True,
             timeout=30,
         )
-        assert result.returncode == 0, result.stderr
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's answer, healthy (exit 0) or not (exit 1)."""
+        result = self.status_command("--json")
+        assert result.returncode in (0, 1), result.stderr
         status: dict[str, Any] = json.loads(result.stdout)
+        assert (result.returncode == 0) == status["health"]["ok"]
         return status
 
     def nodes(self) -> dict[str, dict[str, Any]]:

@@ -87,6 +87,12 @@ start_limit_interval = 120
         count = len(segments_on_disk(tmp_path / "videos"))
         wait_for(lambda: len(segments_on_disk(tmp_path / "videos")) >= count + 2, 60, "the others to keep producing")
         assert {n["state"] for name, n in daemon.nodes().items() if name != "flaky"} == {"running"}
+        # unhealthy for cron/monit/Nagios: exit 1, and the problem named
+        shown = daemon.status_command()
+        assert shown.returncode == 1, shown.stdout
+        assert "unhealthy: flaky: failed: node is failed: start limit hit" in shown.stdout
+        problems = daemon.status()["health"]["problems"]
+        assert [(p["node"], p["problem"]) for p in problems] == [("flaky", "failed")]
 
 
 def test_sighup_restarts_only_the_changed_node(sample_video: Path, tmp_path: Path, processes: list[Proc]) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.rtsp import RtspServer
+from testbed.waiting import wait_for
 from tests.integration.daemon import pipeline_toml, running_daemon
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 from tests.support.prometheus import ALERT_RULES, prometheus_server, scaled_rules
-from tests.support.rtsp import RtspServer
 
 TIME_DIVISOR = 12
 

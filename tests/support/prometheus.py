@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port
-from tests.support.processes import Proc, wait_for
+from testbed.ports import free_port
+from testbed.waiting import wait_for
+from tests.support.processes import Proc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALERT_RULES = REPO_ROOT / "packaging" / "prometheus" / "msightd-alerts.yml"
