@@ -14,7 +14,7 @@ from pathlib import Path
 
 from msightd import __version__
 from msightd.config.load import load_config, parse_config
-from msightd.config.model import DaemonConfig
+from msightd.config.model import DaemonConfig, MetricsConfig
 from msightd.config.schema import ConfigFileError
 from msightd.daemon.app import BROKER_DATA_DIR, StartError, runtime_dir_for, serve
 from msightd.daemon.control import SOCKET_NAME, request_status
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the seed pipeline on a synthetic camera (embedded Redis)")
     demo.add_argument("--save-dir", default="./received_videos", help="where segments go (default ./received_videos)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    demo.add_argument("--metrics-port", type=int, default=9464)
+    demo.add_argument("--metrics-port", type=int, default=MetricsConfig().port, help=f"default {MetricsConfig().port}")
     runtime_flags(demo)
     log_flags(demo)
     demo.set_defaults(handler=cmd_demo)

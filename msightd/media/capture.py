@@ -1,11 +1,11 @@
 """Reading a camera (or a video file): two decoders behind one small interface.
 
-``opencv`` (the default, MSight's) hands out BGR pictures: what JPEG encoding and perception want.
-``pyav`` hands out the decoder's own YUV picture and converts only when asked: for frames that go to a
-shared-memory ring and on to an H.264 encoder, that skips OpenCV's YUV->BGR and our BGR->I420
-(~1.2-1.5 ms per 1280x960 frame, measured; OpenCV cannot return YUV: with ``CONVERT_RGB`` off it gives
-only the Y plane). Both use FFmpeg underneath, with the same open and read timeouts, so a stalled camera
-is noticed within seconds by either.
+``opencv`` (the default, MSight's) hands out BGR pictures: what JPEG encoding and perception want. ``pyav``
+hands out the decoder's own YUV picture and converts only when asked: for frames that go to a shared-memory
+ring and on to an H.264 encoder, that skips two colour conversions per frame, OpenCV's YUV->BGR and our
+BGR->I420 (their cost: README, Performance; OpenCV cannot return YUV: with ``CONVERT_RGB`` off it gives only
+the Y plane). Both use FFmpeg underneath, with the same open and read timeouts, so a stalled camera is noticed
+within seconds by either.
 """
 
 from __future__ import annotations

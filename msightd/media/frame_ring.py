@@ -1,29 +1,29 @@
 """Shared-memory frame rings: decoded frames handed from a camera node to same-host consumers.
 
-Passing a 1280x960 frame through Redis as JPEG costs ~10 ms of CPU per frame (encode + decode), and as
-raw pixels more (3.7 MB through the broker). When producer and consumer share a host, the frame can
-stay where it is: the camera node writes it, once converted to the encoders' I420 input, into a slot of
-a ring in shared memory (a file in ``/dev/shm``), and the bus message carries only a reference
-(ring, slot, sequence number). The consumer copies the slot out (~0.2 ms) and checks that it was not
-overwritten meanwhile (a sequence lock).
+Passing a frame through Redis as JPEG costs a JPEG encode and decode per frame, and as raw pixels more (3.7 MB
+through the broker at 1280x960; the measured costs are in README, Performance). When producer and consumer
+share a host, the frame can stay where it is: the camera node writes it, once converted to the encoders' I420
+input, into a slot of a ring in shared memory (a file in ``/dev/shm``), and the bus message carries only a
+reference (ring, slot, sequence number). The consumer copies the slot out (one copy) and checks that it was
+not overwritten meanwhile (a sequence lock).
 
-Nothing is lost to the ring: every consumer keeps a *cursor* in the ring's header, the newest frame it
-is done with (for the aggregator: acknowledged, i.e. inside a published segment). The writer never
-overwrites a slot whose frame a consumer still holds; it returns ``None`` and the caller sends that
-frame inline (JPEG) instead, so a slow or stopped consumer only costs speed. A consumer not heard from
-(no read, release or heartbeat) for ``consumer_timeout_s`` is evicted: a node removed from the pipeline
-must not force JPEG forever. A ring nobody has claimed yet keeps its frames for as long too, so a camera
-node that starts before its consumer (whose stream entries wait in Redis) loses nothing either.
+Nothing is lost to the ring: every consumer keeps a *cursor* in the ring's header, the newest frame it is done
+with (for the aggregator: acknowledged, i.e. inside a published segment). The writer never overwrites a slot
+whose frame a consumer still holds; it returns ``None`` and the caller sends that frame inline (JPEG) instead,
+so a slow or stopped consumer only costs speed. A consumer not heard from (no read, release or heartbeat) for
+``consumer_timeout_s`` is evicted: a node removed from the pipeline must not force JPEG forever. A ring nobody
+has claimed yet keeps its frames for as long too, so a camera node that starts before its consumer (whose
+stream entries wait in Redis) loses nothing either.
 
-Layout (little-endian uint64 words): a 64 KiB header, then ``slots`` slots of ``width*height*3/2``
-bytes. Header words: magic, version, slots, slot bytes, height, width, last sequence number, then
-:data:`MAX_CONSUMERS` consumer entries (id, cursor, heartbeat ns, 0), then one sequence number per slot
-(0 while the slot is being written). A ring's file name carries its geometry, so a camera that changes
-resolution gets a new ring rather than a reshaped one under a reader's feet.
+Layout (little-endian uint64 words): a 64 KiB header, then ``slots`` slots of ``width*height*3/2`` bytes.
+Header words: magic, version, slots, slot bytes, height, width, last sequence number, then
+:data:`MAX_CONSUMERS` consumer entries (id, cursor, heartbeat ns, 0), then one sequence number per slot (0
+while the slot is being written). A ring's file name carries its geometry, so a camera that changes resolution
+gets a new ring rather than a reshaped one under a reader's feet.
 
-Rings stay in ``/dev/shm`` while any consumer holds frames (unacknowledged stream entries point into
-them) and are reused when the camera node restarts; a writer that stops with nothing held removes its
-ring. One writer per ring; many readers.
+Rings stay in ``/dev/shm`` while any consumer holds frames (unacknowledged stream entries point into them) and
+are reused when the camera node restarts; a writer that stops with nothing held removes its ring. One writer
+per ring; many readers.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """I420 (planar yuv420p) pictures: the layout frame rings store and x264 takes, and copies between them.
 
-A 1280x960 picture is 1.8 MB; every extra copy of it costs ~0.2-0.3 ms of CPU per frame, more when it
-lands in freshly allocated memory (page faults). So pictures move *plane by plane* straight from where
+A 1280x960 picture is 1.8 MB; every extra copy of it costs CPU on every frame, more when it lands in
+freshly allocated memory (page faults). So pictures move *plane by plane* straight from where
 they are to where they must be: from the decoder's frame into a ring slot (camera node), from a ring slot
 into the encoder's frame (aggregator), one copy each, never through an intermediate array.
 

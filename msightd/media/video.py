@@ -1,11 +1,11 @@
-"""Turn a list of BGR frames into one MP4 file in memory, and read MP4s back.
+"""Encode a segment's frames, as they arrive, into one MP4 file in memory.
 
 Codecs:
 
 * ``h264`` (default): libx264 through PyAV, yuv420p, plays in every browser. The PyPI OpenCV wheel has
   no H.264 encoder, which is why PyAV is here at all.
-* ``hevc``: libx265 through PyAV: ~half the bytes at the same quality, ~4x the CPU; Safari/Edge play it,
-  Chrome and Firefox mostly do not.
+* ``hevc``: libx265 through PyAV: fewer bytes at the same quality for several times the CPU; Safari/Edge
+  play it, Chrome and Firefox mostly do not.
 * ``mp4v``: MPEG-4 Part 2 through OpenCV's ``VideoWriter`` (MSight's choice): cheapest to encode, biggest
   files, and browsers refuse it.
 
