@@ -179,3 +179,17 @@ class RedisServerProcess:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def keep_up(self, log: structlog.typing.FilteringBoundLogger) -> bool:
+        """Start the server again if it died (nodes reconnect by themselves; with persistence it reloads what it
+        held from its append-only file, without, that is gone). True if it was restarted."""
+        if self.running():
+            return False
+        log.error("embedded_redis_died", msg="the embedded redis-server exited; starting it again")
+        try:
+            self.start()
+        except RedisServerError as exc:
+            log.error("embedded_redis_restart_failed", error=str(exc))
+            return False
+        log.info("embedded_redis_restarted", pid=self.pid)
+        return True

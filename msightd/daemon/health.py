@@ -274,3 +274,11 @@ def with_readings(
 ) -> list[dict[str, Any]]:
     """Copies of ``snapshots`` with each node's readings added."""
     return [{**snapshot, **readings.get(snapshot["name"], {})} for snapshot in snapshots]
+
+
+def pipeline_health(
+    snapshots: Iterable[Mapping[str, Any]], registry: Any, specs: Iterable[_NodeSpecLike], now: float
+) -> HealthReport:
+    """The daemon's verdict: node snapshots plus the readings in its aggregated metrics ``registry``."""
+    readings = readings_from_metrics(registry.collect())
+    return evaluate(with_readings(snapshots, readings), expectations_for(specs), now)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,31 @@ class SupervisedNode:
             "last_heartbeat_at": self.last_heartbeat_at if self.alive else None,
             "last_progress_at": self.last_progress_at,
         }
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a reload does to each node, by name: stop and forget, stop and start with the new spec, start,
+    or start again (failed or exited nodes whose spec did not change)."""
+
+    removed: list[str]
+    changed: list[str]
+    added: list[str]
+    retried: list[str]
+
+    @classmethod
+    def between(cls, nodes: Iterable[SupervisedNode], new_specs: Mapping[str, NodeSpec]) -> ReloadPlan:
+        current = {node.spec.name: node for node in nodes}
+        spec_of = {name: node.next_spec or node.spec for name, node in current.items()}
+        changed = [name for name in spec_of if name in new_specs and new_specs[name] != spec_of[name]]
+        return cls(
+            removed=[name for name in spec_of if name not in new_specs],
+            changed=changed,
+            added=[name for name in new_specs if name not in spec_of],
+            retried=[
+                name
+                for name in spec_of
+                if name in new_specs and name not in changed
+                and current[name].state in (NodeState.FAILED, NodeState.EXITED)
+            ],
+        )  # fmt: skip

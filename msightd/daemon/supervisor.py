@@ -30,10 +30,11 @@ import structlog
 from msightd.config.load import load_config
 from msightd.config.model import DaemonConfig, NodeSpec
 from msightd.config.schema import ConfigFileError
-from msightd.daemon.broker import RedisServerError, RedisServerProcess
-from msightd.daemon.health import HealthReport, evaluate, expectations_for, readings_from_metrics, with_readings
+from msightd.daemon.broker import RedisServerProcess
+from msightd.daemon.health import HealthReport, pipeline_health
+from msightd.daemon.liveness import scan_liveness
 from msightd.daemon.metrics import SupervisorMetrics
-from msightd.daemon.process import AfterStop, NodeFiles, NodeState, SupervisedNode, describe_exit
+from msightd.daemon.process import AfterStop, NodeFiles, NodeState, ReloadPlan, SupervisedNode, describe_exit
 from msightd.daemon.sdnotify import SystemdNotifier
 from msightd.nodes.kinds import NODE_KINDS
 from msightd.pdeathsig import die_with_parent
@@ -41,9 +42,7 @@ from msightd.protocol import EXIT_CONFIG, METRICS_DIR_ENV, TLS_ENV_PREFIX, Child
 
 TICK_S = 0.5
 #: How long a hung node gets to write its stack dump (SIGUSR1) before SIGKILL.
-HANG_DUMP_WAIT_S = 1.0
-#: A live node whose heartbeat is older than this has its live gauges (frame rates) withheld from /metrics.
-STALE_GAUGE_S = 5.0
+HANG_DUMP_WAIT_S = 0.5
 
 
 class Supervisor:
@@ -123,27 +122,21 @@ class Supervisor:
             self._promote_ready()
             self._start_due()
             self._announce_ready_once()
-            self._keep_broker_up()
+            if self._broker is not None and self._broker.keep_up(self._log):
+                self._metrics.broker_restarts.inc()
             self._notifier.watchdog()
             self._publish_snapshot()
-            self._sleep(TICK_S)
+            self._sleep(self._until_next_due())
         self._publish_snapshot()
         return 0
 
-    def _keep_broker_up(self) -> None:
-        """The embedded redis-server is supervised too: if it dies, start it again on the same socket
-        (nodes reconnect by themselves; with persistence it reloads what it held from its append-only file,
-        without, that is gone)."""
-        if self._broker is None or self._broker.running():
-            return
-        self._log.error("embedded_redis_died", msg="the embedded redis-server exited; starting it again")
-        try:
-            self._broker.start()
-        except RedisServerError as exc:
-            self._log.error("embedded_redis_restart_failed", error=str(exc))
-            return
-        self._metrics.broker_restarts.inc()
-        self._log.info("embedded_redis_restarted", pid=self._broker.pid)
+    def _until_next_due(self) -> float:
+        """Sleep until the next tick, or sooner when a restart or a kill is due before it: a restart happens
+        ``restart_delay`` after the exit, not up to a tick later."""
+        now = time.monotonic()
+        due = [n.next_start_at for n in self._nodes.values() if n.state is NodeState.BACKOFF]
+        due += [n.stop_deadline for n in self._nodes.values() if n.state is NodeState.STOPPING and not n.killed]
+        return max(0.0, min([TICK_S, *(when - now for when in due)]))
 
     @staticmethod
     def _start_order(specs: Iterable[NodeSpec]) -> list[NodeSpec]:
@@ -280,27 +273,18 @@ class Supervisor:
         node.transition(state)
         self._metrics.set_state(node.spec.name, state.value, [s.value for s in NodeState])
 
-    # -- liveness --------------------------------------------------------------------------------
+    # -- liveness ----------------------------------------------------------------------------------
 
     def _kill_hung(self) -> None:
-        """A node whose main loop has not beaten for its ``liveness_timeout_s`` is hung (stuck in a C call,
-        deadlocked, frozen on a disk): ask it for a stack dump, then SIGKILL it; its restart policy then
-        restarts it like any dead node."""
-        now = time.time()
-        stale: set[str] = set()
+        """Kill every node whose main loop stopped beating (stuck in a C call, deadlocked, frozen on a disk);
+        its restart policy then restarts it like any dead node. Also withholds stale nodes' live gauges."""
+        scan = scan_liveness(self._nodes.values(), time.time())
         for node in self._nodes.values():
-            node.read_reports()
             if node.last_progress_at is not None:
                 self._metrics.last_progress.labels(node.spec.name).set(node.last_progress_at)
-            if node.state not in (NodeState.STARTING, NodeState.RUNNING) or node.last_heartbeat_at is None:
-                continue
-            age_s = now - node.last_heartbeat_at
-            if age_s > STALE_GAUGE_S:
-                stale.add(node.spec.name)
-            timeout_s = node.spec.options.liveness_timeout_s
-            if timeout_s and age_s > timeout_s:
-                self._declare_hung(node, age_s)
-        self._metrics.stale_nodes = stale
+        self._metrics.stale_nodes = scan.stale
+        for node, age_s in scan.hung:
+            self._declare_hung(node, age_s)
 
     def _declare_hung(self, node: SupervisedNode, age_s: float) -> None:
         assert node.process is not None
@@ -419,16 +403,8 @@ class Supervisor:
                     "reload_needs_restart", setting=section, msg=f"{section} changed: restart the daemon to apply it"
                 )
         new_specs = {s.name: s for s in new.nodes}
-        current = {name: node.next_spec or node.spec for name, node in self._nodes.items()}
-        removed = [name for name in current if name not in new_specs]
-        changed = [name for name in current if name in new_specs and new_specs[name] != current[name]]
-        added = [name for name in new_specs if name not in current]
-        retried = [
-            name
-            for name in current
-            if name in new_specs and name not in changed
-            and self._nodes[name].state in (NodeState.FAILED, NodeState.EXITED)
-        ]  # fmt: skip
+        plan = ReloadPlan.between(self._nodes.values(), new_specs)
+        removed, changed, added, retried = plan.removed, plan.changed, plan.added, plan.retried
         self.config = dataclasses.replace(new, redis_url=self.config.redis_url)
         self._request_stop([self._nodes[n] for n in removed], AfterStop.REMOVE)
         for name in changed + retried:
@@ -458,10 +434,7 @@ class Supervisor:
     def health(self) -> HealthReport:
         """The pipeline's health now, from the last snapshot and the nodes' metrics (disk, uploads).
         Thread-safe (for the control socket and the HTTP listener)."""
-        snapshot = self._snapshot
-        readings = readings_from_metrics(self._metrics.registry.collect())
-        expectations = expectations_for(self.config.nodes)
-        return evaluate(with_readings(snapshot["nodes"], readings), expectations, time.time())
+        return pipeline_health(self._snapshot["nodes"], self._metrics.registry, self.config.nodes, time.time())
 
     def status(self) -> dict[str, Any]:
         """``msightd status``'s answer: the snapshot and the health verdict."""
