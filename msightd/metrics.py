@@ -125,6 +125,25 @@ class NodeMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.segments_deleted = counter(
+            "segments_deleted", "Segment pairs deleted by retention, by reason.", ("reason",)
+        )
+        self.storage_used_bytes = Gauge(
+            "storage_used_bytes",
+            "Bytes of the segment pairs in the node's save directory.",
+            ("node",),
+            namespace=NAMESPACE,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.storage_free_bytes = Gauge(
+            "storage_free_bytes",
+            "Free bytes (for unprivileged writers) on the filesystem of the node's save directory.",
+            ("node",),
+            namespace=NAMESPACE,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         build = Gauge(
             "build_info",
             "msightd version running this node.",

@@ -213,6 +213,20 @@ class SegmentCatalog:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return self._select(where, tuple(params))
 
+    def oldest(self, limit: int, uploaded: bool | None = None) -> list[SegmentRecord]:
+        """The ``limit`` pairs with the oldest first capture (only uploaded ones, or only pairs not yet
+        uploaded, if ``uploaded`` says so): what retention looks at, without reading millions of rows."""
+        where = {None: "", True: "WHERE uploaded_at IS NOT NULL", False: "WHERE uploaded_at IS NULL"}[uploaded]
+        return self._select(where, (), limit=limit)
+
+    def newest_per_sensor(self) -> dict[str, SegmentRecord]:
+        """Each sensor's pair with the latest first capture."""
+        with self._lock:
+            rows = self._connection.execute(
+                f"SELECT {', '.join(_COLUMNS)}, MAX(first_capture_timestamp) FROM segments GROUP BY sensor_name"
+            ).fetchall()
+        return {row[1]: SegmentRecord(*row[:-1]) for row in rows}
+
     def sensors(self) -> list[str]:
         with self._lock:
             rows = self._connection.execute("SELECT DISTINCT sensor_name FROM segments ORDER BY sensor_name")

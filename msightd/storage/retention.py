@@ -103,18 +103,24 @@ def plan_deletions(
     now: float,
     uploads_required: bool = False,
     protected_stems: Collection[str] = (),
+    newest_stems: Collection[str] | None = None,
+    total_bytes: int | None = None,
 ) -> RetentionPlan:
     """Pick the pairs to delete now, oldest first capture first, with the reason each goes.
 
     Age applies to a pair whose last frame is older than ``retain_days``; size deletes the oldest until the
     pairs' total is at most ``retain_max_size``; the free-space floor deletes the oldest until the
     filesystem's free space (counting what this plan already frees) reaches it: uploaded pairs first,
-    pairs not yet uploaded only when nothing else is left."""
+    pairs not yet uploaded only when nothing else is left.
+
+    ``records`` may be every pair, or only the oldest ones (a catalog of months holds millions of rows):
+    then ``newest_stems`` (each sensor's newest pair) and ``total_bytes`` (of every pair) must be given,
+    and the plan can only pick among the records given."""
     ordered = sorted(records, key=lambda record: (record.first_capture_timestamp, record.stem))
-    newest: dict[str, SegmentRecord] = {}
-    for record in ordered:
-        newest[record.sensor_name] = record
-    keep = {record.stem for record in newest.values()} | set(protected_stems)
+    if newest_stems is None:
+        newest = {record.sensor_name: record.stem for record in ordered}
+        newest_stems = set(newest.values())
+    keep = set(newest_stems) | set(protected_stems)
     candidates = [record for record in ordered if record.stem not in keep]
     chosen: dict[str, Deletion] = {}
 
@@ -130,7 +136,8 @@ def plan_deletions(
             if record.last_capture_timestamp < cutoff and may_expire(record):
                 take(record, "age")
     if policy.retain_max_size is not None:
-        total = sum(record.size_bytes for record in ordered) - _freed(chosen)
+        total = sum(record.size_bytes for record in ordered) if total_bytes is None else total_bytes
+        total -= _freed(chosen)
         for record in candidates:
             if total <= policy.retain_max_size:
                 break
