@@ -136,6 +136,14 @@ class NodeMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.save_dir_usable = Gauge(
+            "save_dir_usable",
+            "1 while the node's save directory takes segments, 0 while it is missing, unwritable or unmounted.",
+            ("node",),
+            namespace=NAMESPACE,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.storage_free_bytes = Gauge(
             "storage_free_bytes",
             "Free bytes (for unprivileged writers) on the filesystem of the node's save directory.",

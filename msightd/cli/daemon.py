@@ -1,5 +1,5 @@
 """The ``msightd`` command: ``run`` a pipeline from a TOML file, ``check`` a file, ask for ``status``,
-or run the built-in ``demo`` (embedded Redis, synthetic camera, no setup)."""
+run the built-in ``demo`` (embedded Redis, synthetic camera, no setup), or look at recorded ``segments``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from msightd import __version__
+from msightd.cli import segments
 from msightd.config.load import load_config, parse_config
 from msightd.config.model import DaemonConfig, MetricsConfig
 from msightd.config.schema import ConfigFileError
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_flags(demo)
     log_flags(demo)
     demo.set_defaults(handler=cmd_demo)
+    segments.build_parser(commands)
     return parser
 
 

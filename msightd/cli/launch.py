@@ -57,7 +57,8 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field[Any], an
         return
     value_type = {int: int, float: float}.get(annotation, str)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        value_type = next((t for t in typing.get_args(annotation) if t in (int, float)), str)
+        members = typing.get_args(annotation)  # a union with str takes the text as it is ("500GB", 1000)
+        value_type = str if str in members else next((t for t in members if t in (int, float)), str)
     parser.add_argument(
         *flags_of(field),
         dest=dest,

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +73,7 @@ def build_parser(commands: Any) -> argparse.ArgumentParser:
         return parser
 
     listing = common("list", "segments, oldest first capture first, with a total per sensor")
-    listing.set_defaults(handler=cmd_list)
+    listing.set_defaults(handler=_guarded(cmd_list))
     gaps = common("gaps", "spans with no frames, per sensor, from the per-frame capture times")
     gaps.add_argument(
         "--min-periods",
@@ -81,36 +81,41 @@ def build_parser(commands: Any) -> argparse.ArgumentParser:
         default=5.0,
         help="report spans longer than this many frame periods (1/fps; default 5)",
     )
-    gaps.set_defaults(handler=cmd_gaps)
+    gaps.set_defaults(handler=_guarded(cmd_gaps))
     export = common(
         "export",
         "one MP4 of the frames captured in [--from, --to), joined without re-encoding, with a JSON of its frames",
     )
     export.add_argument("-o", "--output", required=True, type=Path, help="clip file (.mp4); its JSON goes beside")
-    export.set_defaults(handler=cmd_export)
+    export.set_defaults(handler=_guarded(cmd_export))
     verify = common("verify", "check every pair: SHA-256, decodes, frame count; exit 1 naming bad pairs")
     verify.add_argument("--no-decode", action="store_true", help="skip decoding (hash and JSON checks only)")
-    verify.set_defaults(handler=cmd_verify)
+    verify.set_defaults(handler=_guarded(cmd_verify))
     reindex = common("reindex", "rebuild the catalog from the JSON files", ranged=False)
-    reindex.set_defaults(handler=cmd_reindex)
+    reindex.set_defaults(handler=_guarded(cmd_reindex))
     return segments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``msightd segments ...`` on its own (the lead wires :func:`build_parser` into ``msightd``)."""
+    """``msightd segments ...`` on its own (``msightd`` wires :func:`build_parser` into its own parser)."""
     parser = argparse.ArgumentParser(prog="msightd")
     build_parser(parser.add_subparsers(dest="command", required=True))
-    return run(parser.parse_args(argv))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Call the subcommand's handler, turning bad input into one line on stderr."""
-    try:
-        code: int = args.handler(args)
-    except UsageError as exc:
-        print(f"msightd segments {args.segments_command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
     return code
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The handler, with bad input turned into one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except UsageError as exc:
+            print(f"msightd segments {args.segments_command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
 
 
 # -- opening -------------------------------------------------------------------------------------

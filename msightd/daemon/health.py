@@ -18,10 +18,12 @@ Inputs
                                     if it made none yet. Kept across restarts of the node.
     storage_free_bytes          float | None  (optional) free bytes where the node writes
     upload_oldest_pending_age_s float | None  (optional) age of the oldest segment not yet uploaded
+    save_dir_usable             float | None  (optional) 0 while a dumper's save directory is unusable
 
-The two optional readings are what the nodes export as ``msightd_storage_free_bytes`` and
-``msightd_upload_oldest_pending_age_seconds``; :func:`readings_from_metrics` picks them out of the metric
-families the daemon already aggregates for ``/metrics``, and :func:`with_readings` adds them to snapshots.
+The optional readings are what the nodes export as ``msightd_storage_free_bytes``,
+``msightd_upload_oldest_pending_age_seconds`` and ``msightd_save_dir_usable``; :func:`readings_from_metrics`
+picks them out of the metric families the daemon already aggregates for ``/metrics``, and
+:func:`with_readings` adds them to snapshots.
 
 ``expectations``: per node name, a :class:`NodeExpectation` (what a healthy node does), normally from
 :func:`expectations_for` over the configured node specs. A node without one is judged by its state only.
@@ -29,7 +31,7 @@ families the daemon already aggregates for ``/metrics``, and :func:`with_reading
 Problems (``Problem.problem``, stable names for scripts): ``failed``, ``exited``, ``hung``, ``backoff``,
 ``not_running`` (stopping/stopped), ``not_ready`` (starting for too long), ``camera_silent``,
 ``no_segments``, ``no_progress`` (any other kind with a progress limit), ``disk_low``,
-``upload_backlog_old``.
+``upload_backlog_old``, ``save_dir_unusable``.
 """
 
 from __future__ import annotations
@@ -223,6 +225,15 @@ def _progress_problems(snapshot: Mapping[str, Any], expectation: NodeExpectation
 def _resource_problems(snapshot: Mapping[str, Any], expectation: NodeExpectation) -> list[Problem]:
     name = snapshot["name"]
     found = []
+    if snapshot.get("save_dir_usable") == 0:
+        found.append(
+            Problem(
+                name,
+                "save_dir_unusable",
+                "its save directory is missing, unwritable or not mounted: segments wait (its save_dir_unusable "
+                "log line says why)",
+            )
+        )
     free = snapshot.get("storage_free_bytes")
     if expectation.min_free_bytes is not None and free is not None and free < expectation.min_free_bytes:
         found.append(
@@ -250,6 +261,7 @@ def _gb(size_bytes: float) -> str:
 _READINGS = {
     "msightd_storage_free_bytes": ("storage_free_bytes", min),
     "msightd_upload_oldest_pending_age_seconds": ("upload_oldest_pending_age_s", max),
+    "msightd_save_dir_usable": ("save_dir_usable", min),
 }
 
 

@@ -1,9 +1,12 @@
 """Video local dumper node: write each segment as ``<sensor>_<YYYYmmdd_HHMMSS_ffffff>.mp4`` + ``.json``
-(durably, never overwriting: :mod:`msightd.storage.writer`).
+(durably, never overwriting: :mod:`msightd.storage.writer`), index it in the save directory's catalog and
+apply retention (:mod:`msightd.storage.keeper`).
 
-A segment that cannot be written (disk full, read-only, directory gone) stays in memory, unacked, and
-is retried with backoff while new segments keep arriving; the node alerts with one log line per
-outage and a counter.
+A segment that cannot be written (disk full, read-only, directory gone or not mounted yet) stays in
+memory, unacked, and is retried with backoff while new segments keep arriving; the node alerts with one
+log line per outage and a counter. A save directory that is unusable at start is the same outage, not a
+configuration error: the node runs, waits and writes as soon as it can (:mod:`msightd.storage.save_dir`).
+On a full disk with retention on, the oldest segments are deleted at once to make room.
 """
 
 from __future__ import annotations
@@ -20,11 +23,18 @@ from msightd.bus import Delivery
 from msightd.messages import MalformedMessage, SegmentMessage, decode_segment
 from msightd.nodes.options import DumperOptions
 from msightd.nodes.runtime import MalformedMessageReporter, NodeRuntime, PeriodicSummary, consume
-from msightd.protocol import EXIT_CONFIG, EXIT_OK
+from msightd.protocol import EXIT_OK
+from msightd.storage.keeper import StorageKeeper
+from msightd.storage.save_dir import SaveDirectory
 from msightd.storage.writer import SegmentWriter
 
+#: Errors that may mean the directory itself is gone or unusable (checked again before the next write).
+_DIRECTORY_ERRORS = {errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.ESTALE, errno.EIO}
+#: Room asked of retention beyond the segment itself (its JSON, directory entries).
+_WRITE_OVERHEAD_BYTES = 256 * 1024
+
 _WRITE_HINTS = {
-    errno.ENOSPC: "disk full: free space in the save directory",
+    errno.ENOSPC: "disk full: free space in the save directory, or set retain_max_size / min_free_space",
     errno.EDQUOT: "disk quota exceeded: free space or raise the quota",
     errno.EROFS: "save directory is on a read-only file system",
     errno.EACCES: "no permission to write the save directory",
@@ -44,7 +54,17 @@ class VideoLocalDumperNode:
         self._config = config
         self._runtime = runtime
         self._metrics = runtime.metrics
-        self._writer = SegmentWriter(Path(config.save_dir).expanduser().absolute())
+        save_dir = Path(config.save_dir).expanduser().absolute()
+        self._writer = SegmentWriter(save_dir)
+        self._keeper = StorageKeeper(save_dir, config.retention_policy(), runtime.log, runtime.metrics)
+        self._save_dir = SaveDirectory(
+            save_dir,
+            config.require_mount,
+            runtime.log,
+            gauge=lambda usable: self._metrics.save_dir_usable.labels(self._metrics.node).set(int(usable)),
+            on_usable=self._directory_ready,
+            on_lost=self._keeper.close,
+        )
         self._pending: deque[PendingSegment] = deque()
         self._backoff = Backoff(0.5, 10.0)
         self._retry_at = 0.0
@@ -54,17 +74,7 @@ class VideoLocalDumperNode:
 
     def run(self) -> int:
         log = self._runtime.log
-        try:
-            self._writer.prepare()
-        except OSError as exc:
-            log.error(
-                "save_dir_unusable",
-                save_dir=str(self._writer.save_dir),
-                error=exc.strerror or str(exc),
-                msg=f"cannot use save directory {self._writer.save_dir}: {exc.strerror or exc}; "
-                "pass a writable --save-dir",
-            )
-            return EXIT_CONFIG
+        self._save_dir.usable()  # says so, once, if it is not: the node runs anyway and keeps checking
         subscription = self._runtime.bus.subscribe([self._config.subscribe_topic])
         log.info("dumper_started", subscribe_topic=self._config.subscribe_topic, save_dir=str(self._writer.save_dir))
         try:
@@ -73,6 +83,7 @@ class VideoLocalDumperNode:
             subscription.close()
             self._retry_at = 0.0
             self._write_pending()
+            self._keeper.close()
             if self._pending:
                 log.error(
                     "segments_unwritten_on_exit",
@@ -81,7 +92,13 @@ class VideoLocalDumperNode:
                 )
         return EXIT_OK
 
+    def _directory_ready(self) -> None:
+        self._writer.prepare()
+        self._keeper.open()
+
     def _tick(self) -> None:
+        if self._save_dir.usable():
+            self._keeper.tick()
         self._write_pending()
         self._summary.maybe_log(pending_segments=len(self._pending))
 
@@ -108,11 +125,24 @@ class VideoLocalDumperNode:
             item = self._pending[0]
             segment = item.segment
             sensor = self._metrics.sensor(segment.sensor_name)
+            checks_failed = self._save_dir.failed_checks
+            if not self._save_dir.usable():
+                if self._save_dir.failed_checks > checks_failed:  # one refusal per check, not per call
+                    self._metrics.write_errors.labels(self._metrics.node, sensor).inc()
+                return
             try:
                 written = self._writer.write(segment)
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._keeper.make_room(
+                    len(segment.video) + _WRITE_OVERHEAD_BYTES
+                ):
+                    continue  # retention made room: try again at once
+                if exc.errno in _DIRECTORY_ERRORS:
+                    self._save_dir.failed()
                 self._write_failed(segment, sensor, exc)
                 return
+            if written.bytes_written:
+                self._keeper.written(written.metadata_path)  # its row follows the durable files
             self._pending.popleft()
             item.ack()
             self._write_recovered()
@@ -143,6 +173,8 @@ class VideoLocalDumperNode:
         if self._failing_since is None:
             self._failing_since = time.monotonic()
             hint = _WRITE_HINTS.get(exc.errno or 0, "check the save directory")
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._keeper.policy.enabled:
+                hint = "disk full and retention found nothing more it may delete"
             self._runtime.log.error(
                 "segment_write_failed",
                 sensor=segment.sensor_name,

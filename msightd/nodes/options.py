@@ -21,6 +21,7 @@ from msightd.media.formats import (
     Decoder,
     FrameEncoding,
 )
+from msightd.storage.retention import RetentionPolicy
 
 #: Frames waiting per sensor between an aggregator's receiving loop and its encoder thread (5 s at 10 fps).
 SENSOR_QUEUE_FRAMES = 50
@@ -187,6 +188,16 @@ class DumperOptions(NodeOptions):
     subscribe_topic: str = option(help="segment topic", flags=("-st", "--subscribe-topic"))
     save_dir: str = option(help="directory to write files into", flags=("-sd", "--save-dir"))
     max_pending_segments: int = option(100, "segments kept in memory while they cannot be written", launch=False)
+    retain_days: float | None = option(None, "delete segments whose last frame is older than this many days")
+    retain_max_size: str | int | None = option(
+        None, 'keep the save dir\'s segments under this total: "500GB", "20GiB" or bytes'
+    )
+    min_free_space: str | int | None = option(
+        None, 'delete the oldest segments to keep this free on the save dir\'s filesystem: "10%%", "20GB" or bytes'
+    )
+    require_mount: bool = option(
+        False, "write only while save_dir is on a mounted filesystem (never into an empty mount point)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -194,3 +205,11 @@ class DumperOptions(NodeOptions):
             raise ConfigError("save_dir must not be empty")
         if self.max_pending_segments < 1:
             raise ConfigError(f"max_pending_segments must be >= 1, got {self.max_pending_segments}")
+        try:
+            self.retention_policy()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The retention limits, parsed (``ValueError`` naming the option if one is unusable)."""
+        return RetentionPolicy.parse(self.retain_days, self.retain_max_size, self.min_free_space)

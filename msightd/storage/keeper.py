@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from msightd.metrics import NodeMetrics
+from msightd.nodes.runtime import LogThrottle
 from msightd.storage.catalog import EventLog, MetadataError, SegmentCatalog, record_from_metadata
 from msightd.storage.retention import (
     DiskUsage,
@@ -34,6 +35,8 @@ from msightd.storage.sizes import SpaceFloor, format_size
 RETENTION_INTERVAL_S = 5.0
 #: Free space an emergency round (a write failed with ENOSPC) makes at least, beyond the segment waiting.
 EMERGENCY_HEADROOM_BYTES = 1 << 20
+#: A full disk is said at most once per this long (every round that deletes still logs its line).
+EMERGENCY_LOG_INTERVAL_S = 3600.0
 #: Oldest pairs one round looks at (per upload state); a round that deletes some is followed by another.
 ROUND_BATCH = 500
 #: Rounds in a row at most, so a huge backlog of deletions cannot stall the writer for long.
@@ -64,6 +67,7 @@ class StorageKeeper:
         self._needs_reconcile = False
         self._catalog_failing = False
         self._shortfall_said = False
+        self._emergency_log = LogThrottle(EMERGENCY_LOG_INTERVAL_S)
 
     @property
     def catalog(self) -> SegmentCatalog | None:
@@ -122,6 +126,13 @@ class StorageKeeper:
         floor = needed_bytes + EMERGENCY_HEADROOM_BYTES
         if self.policy.min_free_space is not None:
             floor = max(floor, self.policy.min_free_space.bytes_for(self._usage().total_bytes))
+        if self._emergency_log.allow():
+            self._log.warning(
+                "storage_emergency",
+                save_dir=str(self.save_dir),
+                msg=f"disk full under {self.save_dir}: deleting the oldest segments to make room now "
+                "(set min_free_space so that retention keeps room before the disk fills)",
+            )
         return self._rounds(RetentionPolicy(min_free_space=SpaceFloor(size_bytes=floor)), emergency=True) > 0
 
     def close(self) -> None:

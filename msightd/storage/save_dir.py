@@ -11,7 +11,12 @@ silently filling the root filesystem, and no directory is created above the moun
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+from msightd.backoff import Backoff
+from msightd.storage.catalog import EventLog
 
 
 def mount_point_of(path: Path) -> Path | None:
@@ -57,3 +62,99 @@ def directory_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+class SaveDirectory:
+    """Whether the dumper may write now, checked cheaply before every write (one ``stat``, plus the mount
+    check with ``require_mount``) and fully (:func:`save_dir_problem`) with backoff while it is not.
+
+    ``on_usable`` runs each time the directory becomes usable (prepare the writer, open the catalog; an
+    ``OSError`` from it counts as still unusable); ``on_lost`` when a usable directory goes away or is
+    replaced (close the catalog of the old one). The first problem of an outage is logged as an error, the
+    end of it once; the ``msightd_save_dir_usable`` gauge follows; ``failed_checks`` counts the full
+    checks that found it unusable (one refused write each). One owner thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        require_mount: bool,
+        log: EventLog,
+        gauge: Callable[[bool], None],
+        on_usable: Callable[[], None],
+        on_lost: Callable[[], None],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.path = path
+        self._require_mount = require_mount
+        self._log = log
+        self._gauge = gauge
+        self._on_usable = on_usable
+        self._on_lost = on_lost
+        self._backoff = backoff or Backoff(0.5, 5.0)
+        self._identity: tuple[int, int] | None = None
+        self._retry_at = 0.0
+        self._unusable_since: float | None = None
+        self.problem: str | None = None
+        self.failed_checks = 0
+
+    def usable(self) -> bool:
+        """True when a write may go ahead now."""
+        if self._identity is not None:
+            if directory_identity(self.path) == self._identity and (
+                not self._require_mount or mount_point_of(self.path) is not None
+            ):
+                return True
+            self._lose("the save directory was removed, replaced or unmounted")
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        problem = save_dir_problem(self.path, self._require_mount)
+        if problem is None:
+            try:
+                self._on_usable()
+            except OSError as exc:
+                problem = f"cannot prepare {self.path}: {exc.strerror or exc}"
+        if problem is not None:
+            self._unusable(problem, now)
+            return False
+        self._identity = directory_identity(self.path)
+        self._backoff.reset()
+        self._gauge(True)
+        if self._unusable_since is not None:
+            self._log.info(
+                "save_dir_usable",
+                save_dir=str(self.path),
+                outage_seconds=round(now - self._unusable_since, 3),
+                msg=f"save directory {self.path} is usable again; writing what waited",
+            )
+        self._unusable_since = None
+        self.problem = None
+        return True
+
+    def failed(self) -> None:
+        """A write failed in a way that may mean the directory itself is gone: check it fully next time."""
+        if self._identity is not None:
+            self._lose(None)
+
+    def _lose(self, reason: str | None) -> None:
+        self._identity = None
+        self._retry_at = 0.0
+        self._on_lost()
+        if reason is not None:
+            self._log.warning("save_dir_changed", save_dir=str(self.path), msg=f"{reason}: checking it again")
+
+    def _unusable(self, problem: str, now: float) -> None:
+        self._retry_at = now + self._backoff.next_delay()
+        self.failed_checks += 1
+        self._gauge(False)
+        self.problem = problem
+        if self._unusable_since is None:
+            self._unusable_since = now
+            self._log.error(
+                "save_dir_unusable",
+                save_dir=str(self.path),
+                problem=problem,
+                msg=f"cannot write segments: {problem}; they wait (unacknowledged) and are written as soon as "
+                "the directory is usable",
+            )

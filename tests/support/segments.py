@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from msightd.media.sample import sample_frame
+from msightd.media.video import EncoderSettings, SegmentEncoder
 from msightd.messages import SegmentMessage
-from msightd.nodes.dumper import SegmentWriter, WrittenSegment
-from msightd.sample import sample_frame
-from msightd.video import EncoderSettings, SegmentEncoder
+from msightd.storage.writer import SegmentWriter, WrittenSegment
 
 
 def encode_frames(first_index: int, count: int, width: int = 160, height: int = 120, fps: float = 10.0) -> bytes:

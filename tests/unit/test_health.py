@@ -188,3 +188,13 @@ def test_the_module_imports_no_media_stack() -> None:
 def test_an_expectation_without_limits_checks_only_state() -> None:
     expectations = {"cam": NodeExpectation(kind="rtsp")}
     assert evaluate(replace(healthy(), "cam", last_progress_at=NOW - 10_000), expectations, NOW).ok
+
+
+def test_a_dumper_whose_save_dir_is_unusable_is_reported() -> None:
+    expectations = expectations_for(PIPELINE)
+    assert evaluate(with_readings(healthy(), {"dump": {"save_dir_usable": 1.0}}), expectations, NOW).ok
+    report = evaluate(with_readings(healthy(), {"dump": {"save_dir_usable": 0.0}}), expectations, NOW)
+    assert problems(report) == [("dump", "save_dir_unusable")]
+    registry = CollectorRegistry()
+    Gauge("msightd_save_dir_usable", "", ("node",), registry=registry).labels("dump").set(0)
+    assert readings_from_metrics(registry.collect()) == {"dump": {"save_dir_usable": 0.0}}
