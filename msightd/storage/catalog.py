@@ -61,6 +61,10 @@ CATALOG_FILE = "catalog.sqlite3"
 UPLOADERS_FILE = "uploaders.json"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
+#: WAL pages after which a commit checkpoints (SQLite's default, 1000, lets the WAL reach ~4 MB).
+WAL_CHECKPOINT_PAGES = 100
+#: Size a WAL is truncated back to after a checkpoint.
+WAL_SIZE_LIMIT_BYTES = 1 << 20
 
 
 class CatalogCorrupt(Exception):
@@ -401,6 +405,9 @@ def _connect(database: str) -> sqlite3.Connection:
     try:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
+        # a small, bounded WAL: the catalog shares its disk with segments, and that disk may be nearly full
+        connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise CatalogCorrupt(f"schema version {version}, this msightd knows {SCHEMA_VERSION}")
