@@ -4,6 +4,8 @@ topics (segments that cannot be written wait in the broker), each a real launch 
 
 from __future__ import annotations
 
+import json
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import numpy as np
 
 from testbed.waiting import wait_for
 from tests.integration.pipeline import launch
-from tests.support.processes import Proc
+from tests.support.processes import Proc, command
 
 FPS = 40
 BUFFER = 10
@@ -51,24 +53,33 @@ def start_dumper(
 
 
 def start_recorder(
-    processes: list[Proc], tmp_path: Path, url: str, clip: Path, dumper: Proc, sensor: str = "cam"
+    processes: list[Proc],
+    tmp_path: Path,
+    url: str,
+    clip: Path | str,
+    dumper: Proc,
+    sensor: str = "cam",
+    fps: int = FPS,
+    preset: str = "ultrafast",
 ) -> tuple[Proc, Proc]:
-    """Aggregator and camera, once ``dumper`` is ready (so no segment is published before it listens)."""
+    """Aggregator and camera (``clip``: a file, looped, or an rtsp:// URL), once ``dumper`` is ready (so no
+    segment is published before it listens). ``preset`` veryfast gives B-frames, as shipped."""
     aggregator = launch(
         processes,
         tmp_path,
         "aggregator",
         ["msight_launch_image_to_video_aggregator", "-n", "agg", "-st", "frames", "-pt", "segs",
-         "--fps", str(FPS), "--buffer-size", str(BUFFER), "--preset", "ultrafast", "--batch-wait", "0",
+         "--fps", str(fps), "--buffer-size", str(BUFFER), "--preset", preset, "--batch-wait", "0",
          "--transport", "stream"],
         url,
     )  # fmt: skip
     wait_for(lambda: dumper.has_event("node_ready") and aggregator.has_event("node_ready"), 60, "the consumers")
+    looping = [] if str(clip).startswith("rtsp://") else ["--loop"]
     camera = launch(
         processes,
         tmp_path,
         "camera",
-        ["msight_launch_rtsp", "-n", "camera", "-u", str(clip), "--loop", "-pt", "frames", "--sensor-name", sensor,
+        ["msight_launch_rtsp", "-n", "camera", "-u", str(clip), *looping, "-pt", "frames", "--sensor-name", sensor,
          "--transport", "stream"],
         url,
     )  # fmt: skip
@@ -77,3 +88,22 @@ def start_recorder(
 
 def written(dumper: Proc) -> int:
     return len(dumper.has_event("segment_written"))
+
+
+def stop_all(processes: list[Proc]) -> None:
+    """Camera first, then aggregator, then dumper (each drains what is in flight), as the daemon does."""
+    for proc in reversed(processes):
+        assert proc.terminate() == 0, proc.text()[-2000:]
+
+
+def segments_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``msightd segments ...`` as a real process."""
+    return subprocess.run([command("msightd"), "segments", *args], capture_output=True, text=True, timeout=120)
+
+
+def listing(save_dir: Path) -> list[dict[str, Any]]:
+    """``msightd segments list --json``."""
+    result = segments_cli("list", "--save-dir", str(save_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows

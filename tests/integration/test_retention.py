@@ -4,10 +4,8 @@ round leaves no half pair, and a deleted or corrupt catalog is rebuilt to the sa
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,10 +13,18 @@ from msightd.storage.catalog import catalog_path
 from msightd.storage.metadata import metadata_bytes
 from testbed.ports import free_port
 from testbed.waiting import wait_for
-from tests.integration.recorder import noise_clip, start_dumper, start_recorder, written
+from tests.integration.recorder import (
+    listing,
+    noise_clip,
+    segments_cli,
+    start_dumper,
+    start_recorder,
+    stop_all,
+    written,
+)
 from tests.integration.test_observability import scrape, total
 from tests.support.filesystems import small_filesystem
-from tests.support.processes import Proc, command
+from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
 from tests.support.segments import segment_message
 
@@ -42,23 +48,6 @@ def half_pairs(save_dir: Path) -> tuple[list[str], list[str]]:
     jsons = {path.stem for path in save_dir.glob("*.json")}
     videos = {path.stem for path in save_dir.glob("*.mp4")}
     return sorted(jsons - videos), sorted(videos - jsons)
-
-
-def segments_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([command("msightd"), "segments", *args], capture_output=True, text=True, timeout=120)
-
-
-def listing(save_dir: Path) -> list[dict[str, object]]:
-    result = segments_cli("list", "--save-dir", str(save_dir), "--json")
-    assert result.returncode == 0, result.stderr
-    rows: list[dict[str, object]] = json.loads(result.stdout)
-    return rows
-
-
-def stop_all(processes: list[Proc]) -> None:
-    """Camera first, then aggregator, then dumper (each drains what is in flight), as the daemon does."""
-    for proc in reversed(processes):
-        assert proc.terminate() == 0, proc.text()[-2000:]
 
 
 def test_retain_max_size_keeps_the_save_dir_under_its_cap_over_30_segments(
