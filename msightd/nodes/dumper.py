@@ -96,8 +96,18 @@ class VideoLocalDumperNode:
         self._writer.prepare()
         self._keeper.open()
 
+    def _directory_usable(self) -> bool:
+        """The save directory's verdict; each check that finds it unusable while segments wait counts as a
+        refused write of the oldest one."""
+        checks_failed = self._save_dir.failed_checks
+        usable = self._save_dir.usable()
+        if self._save_dir.failed_checks > checks_failed and self._pending:
+            sensor = self._metrics.sensor(self._pending[0].segment.sensor_name)
+            self._metrics.write_errors.labels(self._metrics.node, sensor).inc()
+        return usable
+
     def _tick(self) -> None:
-        if self._save_dir.usable():
+        if self._directory_usable():
             self._keeper.tick()
         self._write_pending()
         self._summary.maybe_log(pending_segments=len(self._pending))
@@ -125,10 +135,7 @@ class VideoLocalDumperNode:
             item = self._pending[0]
             segment = item.segment
             sensor = self._metrics.sensor(segment.sensor_name)
-            checks_failed = self._save_dir.failed_checks
-            if not self._save_dir.usable():
-                if self._save_dir.failed_checks > checks_failed:  # one refusal per check, not per call
-                    self._metrics.write_errors.labels(self._metrics.node, sensor).inc()
+            if not self._directory_usable():
                 return
             try:
                 written = self._writer.write(segment)

@@ -51,6 +51,18 @@ def save_dir_problem(save_dir: Path, require_mount: bool) -> str | None:
         return f"{save_dir} is on a read-only filesystem"
     if not os.access(save_dir, os.W_OK | os.X_OK):
         return f"no permission to write {save_dir} (as uid {os.geteuid()})"
+    return _probe(save_dir)
+
+
+def _probe(save_dir: Path) -> str | None:
+    """Create and remove an empty file: the only check that sees a filesystem the kernel made read-only
+    after an error (its mount flags still say read-write) or a server that refuses writes."""
+    probe = save_dir / f".msightd-{os.getpid()}-probe.tmp"  # a dead writer's temp name: swept if left
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write in {save_dir}: {exc.strerror or exc}"
     return None
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,12 @@ import pytest
 import redis
 
 from msightd.messages import decode_frame
+from msightd.storage.catalog import CATALOG_DIR
 from testbed.waiting import wait_for
 from tests.integration.daemon import pipeline_toml, running_daemon
 from tests.integration.pipeline import launch, segments_on_disk
 from tests.integration.test_observability import scrape, total
+from tests.support.filesystems import small_filesystem
 from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
 from tests.support.video import probe_video
@@ -40,7 +41,7 @@ def assert_complete_segments(save_dir: Path) -> list[tuple[Path, dict[str, objec
     segments = segments_on_disk(save_dir)
     for video, meta in segments:
         assert probe_video(video).frame_count == meta["frame_count"], f"{video.name} is partial"
-    leftovers = [p.name for p in save_dir.iterdir() if p.suffix not in (".mp4", ".json")]
+    leftovers = [p.name for p in save_dir.iterdir() if p.suffix not in (".mp4", ".json") and p.name != CATALOG_DIR]
     assert not leftovers, f"temp files left behind: {leftovers}"
     assert len(list(save_dir.glob("*.mp4"))) == len(segments), "an MP4 without its JSON"
     return segments
@@ -146,15 +147,8 @@ def test_a_flood_of_malformed_messages_is_counted_and_survived(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs: a real file system that really fills up (mounting needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; CI runs as root")
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], check=True)
-    try:
+    with small_filesystem(tmp_path / "tiny", 4 << 20) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_full_disk_keeps_segments_until_there_is_room(
@@ -232,7 +226,7 @@ def test_a_full_disk_keeps_segments_until_there_is_room(
     assert "No space left on device" in failures[0]["msg"] and "free space" in failures[0]["msg"]
     time.sleep(3)
     assert not segments_on_disk(save_dir), "nothing written while full"
-    assert [p.name for p in save_dir.iterdir()] == [], "no partial file under a final name, no temp file left"
+    assert [p.name for p in save_dir.iterdir() if p.name != CATALOG_DIR] == [], "no partial file, no temp file left"
     filler.unlink()
     wait_for(lambda: dumper.has_event("segment_writes_recovered"), 60, "writes to resume")
     wait_for(lambda: len(segments_on_disk(save_dir)) >= 3, 60, "the kept segments to be written")

@@ -135,28 +135,3 @@ def test_missing_video_file_exits_2_naming_it(redis_server: RedisEndpoint, tmp_p
     )
     assert result.returncode == 2
     assert "nope.mp4" in result.stderr and "does not exist" in result.stderr
-
-
-def test_unwritable_save_dir_exits_2(redis_server: RedisEndpoint, tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    result = subprocess.run(
-        [
-            command("msight_launch_video_local_dumper"),
-            "-n",
-            "d",
-            "-st",
-            "x",
-            "--save-dir",
-            str(blocker / "videos"),
-            "--redis-url",
-            redis_server.url,
-            "--log-format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "save_dir_unusable" in result.stderr and "--save-dir" in result.stderr
