@@ -78,6 +78,10 @@ class NodeMetrics:
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(name, doc, ("node", *labels), namespace=NAMESPACE, registry=self.registry)
 
+        def node_gauge(name: str, doc: str) -> Gauge:
+            """One series per node, summed over the node's live processes (there is one)."""
+            return Gauge(name, doc, ("node",), namespace=NAMESPACE, registry=self.registry, multiprocess_mode="livesum")
+
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
             return Histogram(name, doc, ("node",), namespace=NAMESPACE, registry=self.registry, buckets=buckets)
 
@@ -117,40 +121,22 @@ class NodeMetrics:
         self.malformed_messages = counter("malformed_messages", "Unusable messages received.", ("topic", "reason"))
         self.publish_errors = counter("bus_publish_errors", "Failed publishes to the broker.", ("topic",))
         self.write_errors = counter("write_errors", "Failed attempts to write a segment to disk.", ("sensor",))
-        self.pending_segments = Gauge(
-            "pending_segments",
-            "Segments accepted but not yet durable (encoding or awaiting a write retry).",
-            ("node",),
-            namespace=NAMESPACE,
-            registry=self.registry,
-            multiprocess_mode="livesum",
+        self.pending_segments = node_gauge(
+            "pending_segments", "Segments accepted but not yet durable (encoding or awaiting a write retry)."
         )
         self.segments_deleted = counter(
             "segments_deleted", "Segment pairs deleted by retention, by reason.", ("reason",)
         )
-        self.storage_used_bytes = Gauge(
-            "storage_used_bytes",
-            "Bytes of the segment pairs in the node's save directory.",
-            ("node",),
-            namespace=NAMESPACE,
-            registry=self.registry,
-            multiprocess_mode="livesum",
+        self.storage_used_bytes = node_gauge(
+            "storage_used_bytes", "Bytes of the segment pairs in the node's save directory."
         )
-        self.save_dir_usable = Gauge(
-            "save_dir_usable",
-            "1 while the node's save directory takes segments, 0 while it is missing, unwritable or unmounted.",
-            ("node",),
-            namespace=NAMESPACE,
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
-        self.storage_free_bytes = Gauge(
+        self.storage_free_bytes = node_gauge(
             "storage_free_bytes",
             "Free bytes (for unprivileged writers) on the filesystem of the node's save directory.",
-            ("node",),
-            namespace=NAMESPACE,
-            registry=self.registry,
-            multiprocess_mode="livesum",
+        )
+        self.save_dir_usable = node_gauge(
+            "save_dir_usable",
+            "1 while the node's save directory takes segments, 0 while it is missing, unwritable or unmounted.",
         )
         build = Gauge(
             "build_info",

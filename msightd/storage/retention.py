@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msightd.storage.catalog import EventLog, SegmentCatalog, SegmentRecord, is_segment_video
+from msightd.storage.files import fsync_dir
 from msightd.storage.sizes import SpaceFloor, format_size, parse_size, parse_space_floor
 
 DAY_S = 86400.0
@@ -258,12 +259,3 @@ def remove_orphan_videos(save_dir: Path, grace_s: float = ORPHAN_GRACE_S, now: f
     if removed:
         fsync_dir(save_dir)
     return removed
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (names created or removed) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

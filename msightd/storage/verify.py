@@ -6,7 +6,6 @@ A segment MP4 without a JSON is incomplete by definition (reported, not a failur
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import av
 
 from msightd.storage.catalog import MetadataError, is_segment_video, read_metadata
+from msightd.storage.files import file_sha256
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def verify_pair(metadata_path: Path, decode: bool = True) -> PairCheck:
     if len(document["frames"]) != declared:
         problems.append(f"JSON lists {len(document['frames'])} frames but says frame_count {declared}")
     try:
-        digest = _sha256(video_path)
+        digest = file_sha256(video_path)
     except FileNotFoundError:
         problems.append(f"{video_path.name} is missing")
     except OSError as exc:
@@ -72,14 +72,6 @@ def _decode_problems(video_path: Path, declared: int) -> list[str]:
     if decoded != declared:
         return [f"{video_path.name} decodes to {decoded} frames, the JSON says {declared}"]
     return []
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_save_dir(

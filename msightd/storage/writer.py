@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from msightd.messages import SegmentMessage
+from msightd.storage.files import file_sha256, fsync_dir
 from msightd.storage.metadata import metadata_bytes
 from msightd.storage.naming import segment_stem
 
@@ -56,7 +57,7 @@ class SegmentWriter:
             video_path = self.save_dir / f"{stem}.mp4"
             metadata_path = self.save_dir / f"{stem}.json"
             if video_path.exists():
-                if _file_sha256(video_path) != digest:
+                if file_sha256(video_path) != digest:
                     continue  # a different segment owns this name: never overwrite it
                 written = 0
                 if not metadata_path.exists():
@@ -82,24 +83,8 @@ class SegmentWriter:
             os.link(temp_path, final_path)
         finally:
             temp_path.unlink(missing_ok=True)
-        _fsync_dir(self.save_dir)
+        fsync_dir(self.save_dir)
         return len(content)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

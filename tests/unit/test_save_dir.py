@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from msightd.storage.save_dir import directory_identity, mount_point_of, save_dir_problem
+import structlog
+from structlog.testing import capture_logs
+
+from msightd.backoff import Backoff
+from msightd.storage.save_dir import SaveDirectory, directory_identity, mount_point_of, save_dir_problem
 from tests.support.filesystems import remount, small_filesystem
 
 
@@ -45,3 +50,28 @@ def test_require_mount_refuses_an_empty_mount_point_and_creates_nothing(tmp_path
         remount(mount, "ro")
         assert save_dir_problem(save_dir, require_mount=True) == f"{save_dir} is on a read-only filesystem"
     assert not save_dir.exists()
+
+
+def test_a_save_directory_outage_is_said_once_and_its_end_once(tmp_path: Path) -> None:
+    blocker = tmp_path / "disk"
+    blocker.write_text("")
+    gauge: list[bool] = []
+    calls: list[str] = []
+    directory = SaveDirectory(
+        blocker / "videos",
+        require_mount=False,
+        log=structlog.get_logger(),
+        gauge=gauge.append,
+        on_usable=lambda: calls.append("usable"),
+        on_lost=lambda: calls.append("lost"),
+        backoff=Backoff(0.0, 0.0),
+    )
+    with capture_logs() as logs:
+        assert not directory.usable() and not directory.usable()
+        assert directory.failed_checks == 2 and gauge == [False, False]
+        blocker.unlink()
+        assert directory.usable() and directory.usable()  # the second call only stats the directory
+        shutil.rmtree(blocker)
+        assert directory.usable()  # removed: created again at once
+    assert [entry["event"] for entry in logs] == ["save_dir_unusable", "save_dir_usable", "save_dir_changed"]
+    assert calls == ["usable", "lost", "usable"] and gauge[-1] is True
