@@ -142,3 +142,40 @@ def test_shared_memory_frames_warn_about_a_small_ring_or_another_directory(tmp_p
     warnings = config.warnings  # type: ignore[attr-defined]
     assert len(warnings) == 1 and "give both the same shm_dir" in warnings[0]
     assert not load(tmp_path, shm.replace("shm_slots = 120", "shm_slots = 160")).warnings  # type: ignore[attr-defined]
+
+
+DUMPER = """
+[[nodes]]
+name = "dump"
+kind = "video_local_dumper"
+subscribe_topic = "segments"
+save_dir = "/srv/videos"
+"""
+
+
+def test_retention_keys_take_sizes_percentages_and_integers(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE + DUMPER + 'retain_days = 7\nretain_max_size = "450GB"\nmin_free_space = "5%"\n')
+    policy = config.nodes[2].options.retention_policy()  # type: ignore[attr-defined]
+    assert (policy.retain_days, policy.retain_max_size, str(policy.min_free_space)) == (7, 450 * 10**9, "5%")
+    config = load(
+        tmp_path, BASE + DUMPER + "retain_max_size = 1000000\nmin_free_space = 2000000\nrequire_mount = true\n"
+    )
+    options = config.nodes[2].options  # type: ignore[attr-defined]
+    assert options.retention_policy().retain_max_size == 1_000_000 and options.require_mount is True
+    assert not load(tmp_path, BASE + DUMPER).nodes[2].options.retention_policy().enabled  # type: ignore[attr-defined]
+
+
+def test_bad_retention_values_name_the_key(tmp_path: Path) -> None:
+    assert problems(tmp_path, BASE + DUMPER + 'retain_max_size = "500G"\n') == [
+        f"{tmp_path / 'msightd.toml'}: node 'dump': retain_max_size: unknown unit 'G' in '500G' "
+        '(write "500GB" or "500GiB"); units: kB MB GB TB, KiB MiB GiB TiB'
+    ]
+    assert (
+        "min_free_space must be a percentage between 0 and 100"
+        in problems(tmp_path, BASE + DUMPER + 'min_free_space = "120%"\n')[0]
+    )
+    assert "retain_days must be > 0" in problems(tmp_path, BASE + DUMPER + "retain_days = 0\n")[0]
+    assert (
+        "key 'retain_max_size' must be a string or an integer"
+        in problems(tmp_path, BASE + DUMPER + "retain_max_size = 1.5\n")[0]
+    )

@@ -67,3 +67,12 @@ def test_msight_short_flags_are_kept() -> None:
     )
     assert {"-n", "-u", "-pt", "--sensor-name", "--rtsp-transport", "-r"} <= flags("rtsp")
     assert {"-n", "-st", "--save-dir", "-sd"} <= flags("video_local_dumper")
+
+
+def test_an_option_that_may_be_text_takes_its_flag_as_text() -> None:
+    """``retain_max_size: str | int | None``: "500GB" and "1000000" both reach the option's own parser."""
+    parser = launch.build_parser("video_local_dumper")
+    base = ["-n", "d", "-st", "segs", "--save-dir", "v"]
+    args = parser.parse_args([*base, "--retain-max-size", "500GB", "--min-free-space", "10%", "--retain-days", "1.5"])
+    assert (args.retain_max_size, args.min_free_space, args.retain_days) == ("500GB", "10%", 1.5)
+    assert parser.parse_args([*base, "--retain-max-size", "1000000"]).retain_max_size == "1000000"
