@@ -85,9 +85,9 @@ def sensor_window(
         return SensorWindow(archive, sensor, start, end, [], False, [], [], catalog=False)
     try:
         segments = list(index.segments(sensor=sensor, start=start, end=end))
+        spans = recorded_spans(segments, frames_of=lambda s: [f.capture_timestamp for f in index.frames(s.stem)])
     finally:
         index.close()
-    spans = recorded_spans(segments)
     late_s = LATE_SEGMENTS * max(
         (s.last_capture_timestamp - s.first_capture_timestamp for s in segments[-3:]), default=0
     )

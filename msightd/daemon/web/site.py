@@ -54,6 +54,11 @@ class Segment(Protocol):
     def fps(self) -> float: ...
 
 
+class Frame(Protocol):
+    @property
+    def capture_timestamp(self) -> float: ...
+
+
 class SegmentIndex(Protocol):
     """A save dir's catalog, opened per request (one request = one thread = one SQLite connection)."""
 
@@ -61,6 +66,7 @@ class SegmentIndex(Protocol):
         self, sensor: str | None = None, start: float | None = None, end: float | None = None
     ) -> Sequence[Segment]: ...
     def sensors(self) -> list[str]: ...
+    def frames(self, stem: str) -> Sequence[Frame]: ...
     def close(self) -> None: ...
 
 

@@ -5,18 +5,18 @@ Two segments belong to one span when the next one starts within ``GAP_FRAME_PERI
 the previous one's last frame; anything longer is a gap. This works on segment rows (cheap enough for a
 day of 10-second segments on every page load); a camera outage *inside* a segment (the aggregator keeps
 filling a segment across an outage) shows as a segment whose capture times span more than its frames
-need, which :func:`segment_has_gap` tells.
+need (:func:`segment_has_gap`): only such a segment's per-frame capture times are read, to split it.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 #: No frame for longer than this many frame periods is a gap.
-GAP_FRAME_PERIODS = 3.0
+GAP_FRAME_PERIODS = 5.0
 
 
 class SegmentTimes(Protocol):
@@ -30,6 +30,9 @@ class SegmentTimes(Protocol):
     def frame_count(self) -> int: ...
     @property
     def fps(self) -> float: ...
+
+
+S = TypeVar("S", bound=SegmentTimes)
 
 
 @dataclass(frozen=True)
@@ -50,30 +53,58 @@ def _period(segment: SegmentTimes) -> float:
 
 
 def segment_has_gap(segment: SegmentTimes, gap_periods: float = GAP_FRAME_PERIODS) -> bool:
-    """True when the segment's frames span longer than they could without a gap inside."""
+    """True when the segment's frames span so much longer than its frame count needs that a gap of
+    ``gap_periods`` may be inside (on the generous side: its frames are then read to know)."""
     period = _period(segment)
     if period == 0 or segment.frame_count < 2:
         return False
     needed = (segment.frame_count - 1) * period
-    return segment.last_capture_timestamp - segment.first_capture_timestamp > needed + gap_periods * period
+    return segment.last_capture_timestamp - segment.first_capture_timestamp > needed + (gap_periods - 2) * period
 
 
-def recorded_spans(segments: Iterable[SegmentTimes], gap_periods: float = GAP_FRAME_PERIODS) -> list[Span]:
-    """Merge segments (any order) into spans of continuous recording, oldest first."""
+@dataclass(frozen=True)
+class _Run:
+    """Frames with no gap between them: first and last capture time, frame period."""
+
+    first: float
+    last: float
+    period: float
+
+
+def _runs(segment: S, gap_periods: float, frames_of: Callable[[S], Sequence[float]] | None) -> list[_Run]:
+    period = _period(segment)
+    if frames_of is None or not segment_has_gap(segment, gap_periods):
+        return [_Run(segment.first_capture_timestamp, segment.last_capture_timestamp, period)]
+    stamps = sorted(frames_of(segment))
+    runs = [_Run(stamps[0], stamps[0], period)] if stamps else []
+    for stamp in stamps[1:]:
+        if stamp - runs[-1].last > gap_periods * period:
+            runs.append(_Run(stamp, stamp, period))
+        else:
+            runs[-1] = _Run(runs[-1].first, stamp, period)
+    return runs
+
+
+def recorded_spans(
+    segments: Iterable[S],
+    gap_periods: float = GAP_FRAME_PERIODS,
+    frames_of: Callable[[S], Sequence[float]] | None = None,
+) -> list[Span]:
+    """Merge segments (any order) into spans of continuous recording, oldest first. With ``frames_of``
+    (a segment's frame capture times), a segment that may hold a gap is split at it."""
+    runs = sorted(
+        (run for segment in segments for run in _runs(segment, gap_periods, frames_of)), key=lambda r: r.first
+    )
     spans: list[Span] = []
     last_frame = 0.0
-    tolerance = 0.0
-    for segment in sorted(segments, key=lambda s: s.first_capture_timestamp):
-        period = _period(segment)
-        end = segment.last_capture_timestamp + period
-        if spans and segment.first_capture_timestamp - last_frame <= max(tolerance, gap_periods * period):
+    for run in runs:
+        end = run.last + run.period
+        if spans and run.first - last_frame <= gap_periods * run.period:
             if end > spans[-1].end:
                 spans[-1] = Span(spans[-1].start, end)
         else:
-            spans.append(Span(segment.first_capture_timestamp, end))
-        if segment.last_capture_timestamp >= last_frame:
-            last_frame = segment.last_capture_timestamp
-            tolerance = gap_periods * period
+            spans.append(Span(run.first, end))
+        last_frame = max(last_frame, run.last)
     return spans
 
 
