@@ -1,0 +1,1 @@
+"""Pictures and video: capture, encoding, frame rings (imported only by node processes)."""

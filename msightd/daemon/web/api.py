@@ -83,11 +83,15 @@ def sensor_window(
     index = sources.open_index(archive.save_dir)
     if index is None:
         return SensorWindow(archive, sensor, start, end, [], False, [], [], catalog=False)
-    try:
-        segments = list(index.segments(sensor=sensor, start=start, end=end))
-        spans = recorded_spans(segments, frames_of=lambda s: [f.capture_timestamp for f in index.frames(s.stem)])
-    finally:
-        index.close()
+    segments = list(index.segments(sensor=sensor, start=start, end=end))
+
+    def frame_times(segment: Segment) -> list[float]:
+        try:
+            return [frame.capture_timestamp for frame in index.frames(segment.stem)]
+        except (OSError, ValueError, KeyError):  # deleted by retention meanwhile, or unreadable
+            return [segment.first_capture_timestamp, segment.last_capture_timestamp]
+
+    spans = recorded_spans(segments, frames_of=frame_times)
     late_s = LATE_SEGMENTS * max(
         (s.last_capture_timestamp - s.first_capture_timestamp for s in segments[-3:]), default=0
     )
@@ -99,12 +103,7 @@ def sensor_window(
 def archive_sensors(sources: WebSources, archive: Archive) -> list[str] | None:
     """The sensors recorded in a save dir, or ``None`` when it has no catalog (yet)."""
     index = sources.open_index(archive.save_dir)
-    if index is None:
-        return None
-    try:
-        return index.sensors()
-    finally:
-        index.close()
+    return None if index is None else index.sensors()
 
 
 def status_document(sources: WebSources) -> dict[str, Any]:

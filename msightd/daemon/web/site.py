@@ -60,14 +60,14 @@ class Frame(Protocol):
 
 
 class SegmentIndex(Protocol):
-    """A save dir's catalog, opened per request (one request = one thread = one SQLite connection)."""
+    """A save dir's catalog, shared by the request threads (it must be thread-safe; the web never closes
+    it: its owner, the composition root, does)."""
 
     def segments(
         self, sensor: str | None = None, start: float | None = None, end: float | None = None
     ) -> Sequence[Segment]: ...
     def sensors(self) -> list[str]: ...
     def frames(self, stem: str) -> Sequence[Frame]: ...
-    def close(self) -> None: ...
 
 
 class Exporter(Protocol):
