@@ -74,3 +74,31 @@ def headless_chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def screenshot(url: str, output: str, width: int = 1400, height: int = 1000, settle_s: float = 4.0) -> None:
+    """Save a PNG of ``url`` once its thumbnails have loaded (``scripts/screenshot`` uses it)."""
+    import time
+
+    with headless_chromium(width, height) as driver:
+        driver.get(url)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            loaded = driver.execute_script(
+                "return [...document.images].every(img => img.complete && img.naturalWidth > 0)"
+            )
+            if loaded:
+                break
+            time.sleep(0.5)
+        time.sleep(settle_s)  # let a refresh or two happen, as a person would see it
+        page_height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(max(height, page_height), 3000))
+        driver.save_screenshot(output)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m tests.support.browser URL OUTPUT.png")
+    screenshot(sys.argv[1], sys.argv[2])

@@ -25,6 +25,7 @@ SUFFIXES = (".mp4", ".json", ".jpg")
         "/files/dump/../../etc/passwd",
         "/files/dump/./x.mp4",
         "http://evil.example/files/dump/x.mp4",
+        "//evil.example/files",  # would make the token redirect's Location leave the site
         "files/dump/x.mp4",
     ],
 )

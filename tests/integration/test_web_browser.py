@@ -1,0 +1,84 @@
+"""The web page in a real headless Chromium, against a running daemon recording a real RTSP camera.
+
+One daemon run (with a web token) and one browser for every check, to keep CI short.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.daemon import Daemon, pipeline_toml, running_daemon
+from tests.support.browser import browser_missing, headless_chromium
+from tests.support.ports import free_port
+from tests.support.processes import Proc, wait_for
+from tests.support.rtsp import RtspServer
+from tests.support.web import get
+
+TOKEN = "browser-test-token-7f3c9a1e"
+
+
+def web_config(camera: RtspServer, web_port: int) -> Any:
+    def config(save_dir: Path, metrics_port: int) -> str:
+        # a 2 s segment every 2 s (20 frames at 10 fps)
+        text = pipeline_toml(camera.url, save_dir, metrics_port, buffer_size=20)  # type: ignore[arg-type]
+        return f'{text}\n[web]\nport = {web_port}\ntoken = "{TOKEN}"\n'
+
+    return config
+
+
+def js(driver: Any, script: str) -> Any:
+    return driver.execute_script(script)
+
+
+def test_the_page_shows_nodes_thumbnail_segments_and_plays_a_segment(
+    rtsp_camera: RtspServer, tmp_path: Path, processes: list[Proc]
+) -> None:
+    reason = browser_missing()
+    if reason is not None:
+        pytest.fail(reason)
+    web_port = free_port()
+    with running_daemon(web_config(rtsp_camera, web_port), tmp_path, processes) as daemon:
+        save_dir = tmp_path / "videos"
+        wait_for(lambda: len(list(save_dir.glob("*.mp4"))) >= 2, 60, "two segments on disk")
+        base = f"http://127.0.0.1:{web_port}"
+        # without the token: the page, the API, a video and a thumbnail are refused
+        video_name = sorted(save_dir.glob("*.mp4"))[0].name
+        for target in ("/", "/api/status", f"/files/video_dumper/{video_name}", "/thumbnail/test_camera.jpg"):
+            assert get(web_port, target).status == 401, target
+        with headless_chromium() as driver:
+            driver.get(f"{base}/")
+            assert "needs its web token" in driver.find_element("tag name", "body").text
+            check_status_page(driver, base, daemon)
+            check_sensor_page(driver, save_dir)
+
+
+def check_status_page(driver: Any, base: str, daemon: Daemon) -> None:
+    driver.get(f"{base}/?token={TOKEN}")  # sets the cookie, redirects to /
+    assert driver.current_url == f"{base}/"
+    rows = js(driver, "return [...document.querySelectorAll('#nodes tbody tr')].map(r => r.dataset.node)")
+    assert sorted(rows) == sorted(daemon.nodes())
+    wait_for(
+        lambda: js(driver, "const i = document.querySelector('img.thumbnail'); return i.complete && i.naturalWidth"),
+        20,
+        "the camera's thumbnail to load",
+        interval_s=0.5,
+    )
+    assert js(driver, "return document.querySelector('img.thumbnail').naturalWidth") == 320
+    assert js(driver, "return document.querySelectorAll('.timeline rect.recorded').length") >= 1
+
+
+def check_sensor_page(driver: Any, save_dir: Path) -> None:
+    driver.find_element("css selector", "a.sensor-link").click()
+    on_disk = {path.stem for path in save_dir.glob("*.mp4")}
+    listed = set(js(driver, "return [...document.querySelectorAll('tr.segment')].map(r => r.dataset.stem)"))
+    assert listed and listed <= {path.stem for path in save_dir.glob("*.mp4")}
+    assert on_disk <= listed  # every segment on disk when the page was asked for is listed
+    wait_for(lambda: js(driver, "return document.getElementById('player').readyState") >= 2, 20, "the video to load")
+    first = js(driver, "return document.getElementById('player').currentTime")
+    time.sleep(1.0)
+    player = js(driver, "const v = document.getElementById('player'); return [v.currentTime, v.error && v.error.code]")
+    assert player[1] is None and player[0] > first, player
