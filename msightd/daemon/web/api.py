@@ -106,7 +106,7 @@ def archive_sensors(sources: WebSources, archive: Archive) -> list[str] | None:
     return None if index is None else index.sensors()
 
 
-def status_document(sources: WebSources) -> dict[str, Any]:
+def status_document(sources: WebSources, with_archives: bool = True) -> dict[str, Any]:
     layout = sources.layout()
     snapshot = sources.status()
     gauges = node_gauges(sources.registry)
@@ -131,7 +131,7 @@ def status_document(sources: WebSources) -> dict[str, Any]:
         ],
         "archives": [
             {"name": archive.name, "save_dir": str(archive.save_dir), "sensors": archive_sensors(sources, archive)}
-            for archive in layout.archives
+            for archive in (layout.archives if with_archives else ())
         ],
     }
 

@@ -1,8 +1,11 @@
 """Server-rendered HTML: the status page ``/`` and one page per recorded sensor ``/sensor``.
 
 Everything is rendered here, once, in Python (every value escaped); the page's little script
-(``static/app.js``) only refreshes thumbnails, re-fetches the page to swap the parts marked
-``data-live`` (so there is no second renderer in JavaScript), and points the player at a segment.
+(``static/app.js``) only refreshes thumbnails, swaps the parts marked ``data-live`` for fresh ones from
+``/?live=1`` every few seconds (the node table: cheap, no catalog read) and those marked
+``data-live-slow`` from the whole page every minute (the day-long timelines: a few hundred ms of CPU
+for six cameras' 8,640 segments each), so there is no second renderer in JavaScript; and it points the
+player at a segment.
 Times are shown in UTC, as the files name them.
 """
 
@@ -27,8 +30,10 @@ from msightd.daemon.web.http import Request, Response
 from msightd.daemon.web.site import WebSources, iso
 from msightd.daemon.web.timeline import Span, clip, segment_has_gap
 
-#: Timeline labels every this many hours on a day-long bar.
+#: Timeline labels: this many intervals on a bar (every 4 h on a day).
 _TICKS = 6
+#: Rows of the segment table on a sensor page (an hour of 10-s segments); the API lists more.
+PAGE_ROWS = 360
 
 
 def html_response(body: str, status: int = 200) -> Response:
@@ -136,7 +141,7 @@ def timeline(window: SensorWindow, live_id: str | None = None) -> str:
             out.append(f'<rect class={cls} x="{x:.2f}" y="0" width="{w:.2f}" height="20"><title>{label}</title></rect>')
         return "".join(out)
 
-    live = f" id={escape(live_id)} data-live" if live_id else ""
+    live = f" id={escape(live_id)} data-live-slow" if live_id else ""
     ticks = "".join(
         f"<span>{datetime.fromtimestamp(window.start + width * i / _TICKS, UTC):%H:%M}</span>"
         for i in range(_TICKS + 1)
@@ -193,9 +198,16 @@ def _recordings(status: dict[str, Any]) -> str:
     )
 
 
-def status_page(sources: WebSources) -> str:
-    status = status_document(sources)
+def status_page(sources: WebSources, live_only: bool = False) -> str:
+    """The whole status page, or (``live_only``) just its ``data-live`` parts, for the 5-s refresh."""
+    status = status_document(sources, with_archives=not live_only)
     now = status["now"]
+    live = (
+        f"<span data-live id=updated>updated {clock_time(now)} UTC</span>"
+        f"{_health_banner(status['health'])}{_node_rows(status['nodes'], now)}"
+    )
+    if live_only:
+        return page("status", live)
     body = (
         f"<p class=meta>pid {status['pid']} &middot; {escape(str(status['config']))} &middot; "
         f"<span data-live id=updated>updated {clock_time(now)} UTC</span></p>"
@@ -210,7 +222,7 @@ def status_page(sources: WebSources) -> str:
 
 def _segment_rows(window: SensorWindow) -> str:
     rows = []
-    for segment in reversed(window.segments):
+    for segment in list(reversed(window.segments))[:PAGE_ROWS]:
         video = file_url(window.archive.name, segment.video_file)
         duration = segment.last_capture_timestamp - segment.first_capture_timestamp
         rows.append(
@@ -231,10 +243,10 @@ def _segment_rows(window: SensorWindow) -> str:
             + "</tr>"
         )
     head = _cells(["Start (UTC)", "Length", "Frames", "Video", "Size", "", "Files"]).replace("td>", "th>")
-    more = " (newest shown; narrow the window for the rest)" if window.truncated else ""
+    count = f"{len(window.segments)}{'+' if window.truncated else ''} segments in this window"
+    more = f", the newest {PAGE_ROWS} listed" if window.truncated or len(window.segments) > PAGE_ROWS else ""
     return (
-        f"<p>{len(window.segments)} segments{more}</p>"
-        f"<table id=segments><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<p>{count}{more}</p><table id=segments><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -294,7 +306,7 @@ class Pages:
     def index(self, request: Request) -> Response:
         if request.segments:
             return html_response(page("not found", "<p>No such page.</p>"), status=404)
-        return html_response(status_page(self._sources))
+        return html_response(status_page(self._sources, live_only=request.query.get("live") == "1"))
 
     def sensor(self, request: Request) -> Response:
         return html_response(sensor_page(self._sources, request))

@@ -1,10 +1,13 @@
 // msightd status page: everything is rendered by the server; this only keeps it fresh.
 // - <img data-refresh>: reloaded every THUMBNAIL_MS (a new query string defeats caches);
-// - elements with an id and data-live: swapped for the same element of a fresh copy of this page;
+// - elements with an id and data-live: swapped every LIVE_MS for the same ones from this page's ?live=1
+//   variant (node table, health: cheap), and with data-live-slow every SLOW_MS from the whole page
+//   (timelines: they read the catalogs);
 // - <a data-play>: plays its href in the #player <video> instead of leaving the page.
 "use strict";
 const THUMBNAIL_MS = 3000;
 const LIVE_MS = 5000;
+const SLOW_MS = 60000;
 
 function refreshThumbnails() {
   for (const img of document.querySelectorAll("img[data-refresh]")) {
@@ -17,19 +20,26 @@ function refreshThumbnails() {
   }
 }
 
-async function refreshLive() {
-  if (!document.querySelector("[data-live]")) return;
+// Swap the elements matching `selector` (each has an id) for the same ones in a fresh copy from `url`.
+async function swapFrom(url, selector) {
+  if (!document.querySelector(selector)) return;
   try {
-    const answer = await fetch(location.href, { cache: "no-store" });
+    const answer = await fetch(url, { cache: "no-store" });
     if (!answer.ok) return;
     const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
-    for (const old of document.querySelectorAll("[data-live][id]")) {
-      const replacement = fresh.getElementById(old.id);
+    for (const old of document.querySelectorAll(selector)) {
+      const replacement = old.id && fresh.getElementById(old.id);
       if (replacement) old.replaceWith(document.importNode(replacement, true));
     }
   } catch (error) {
     console.warn("msightd: refresh failed", error);
   }
+}
+
+function liveUrl() {
+  const url = new URL(location.href);
+  url.searchParams.set("live", "1");
+  return url.toString();
 }
 
 function playInline(event) {
@@ -48,4 +58,5 @@ for (const img of document.querySelectorAll("img[data-refresh]")) {
   img.addEventListener("error", () => img.classList.add("missing"));
 }
 setInterval(refreshThumbnails, THUMBNAIL_MS);
-setInterval(refreshLive, LIVE_MS);
+setInterval(() => swapFrom(liveUrl(), "[data-live]"), LIVE_MS);
+setInterval(() => swapFrom(location.href, "[data-live-slow]"), SLOW_MS);
