@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import structlog
 
-from msightd.daemon.web.catalogs import CatalogReaders
+from msightd.daemon.web.catalogs import CatalogReaders, SubprocessExporter
 from msightd.daemon.web.http import HttpServer
 from msightd.daemon.web.server import web_server
 from msightd.daemon.web.site import Archive, Camera, SiteLayout, WebSources
 from msightd.messages import SegmentMessage
 from msightd.nodes.dumper import SegmentWriter
 from msightd.storage.catalog import SegmentCatalog, catalog_path
+from tests.support.segments import write_segment
 from tests.support.web import get
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -154,3 +155,39 @@ def test_a_rebuilt_catalog_is_reopened(save_dir: Path, tmp_path: Path) -> None:
         assert readers.get(tmp_path / "no-such-dir") is None
     finally:
         readers.close()
+
+
+def test_an_export_is_one_clip_of_the_range_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    import av
+
+    save_dir = tmp_path / "videos"
+    for index in range(3):  # 3 x 10 frames at 10 fps from T0, back to back
+        write_segment(save_dir, "cam", T0 + index, first_index=index * 10)
+    SegmentCatalog.open_or_rebuild(save_dir, structlog.get_logger()).close()
+    readers = CatalogReaders()
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    layout = SiteLayout(archives=(Archive("video_dumper", save_dir),))
+    sources = WebSources(
+        status=lambda: {"nodes": []},
+        layout=lambda: layout,
+        open_index=readers.get,
+        exporter=SubprocessExporter(),
+        export_tmp_dir=exports,
+    )
+    server = web_server("127.0.0.1", 0, None, sources, structlog.get_logger())
+    server.start()
+    try:
+        answer = get(server.port, f"/export?sensor=cam&start={T0 + 0.5}&end={T0 + 2.5}")
+        refused = get(server.port, f"/export?sensor=cam&start={T0 + 60}&end={T0 + 70}")
+    finally:
+        server.close()
+        readers.close()
+    assert answer.status == 200, answer.text
+    assert answer.headers["Content-Disposition"] == f'attachment; filename="cam_{int(T0)}-{int(T0) + 2}.mp4"'
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(answer.body)
+    with av.open(str(clip)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 20  # frames captured in [T0+0.5, T0+2.5)
+    assert refused.status == 422 and "no frames of sensor 'cam' in the range" in refused.text
+    assert list(exports.iterdir()) == []

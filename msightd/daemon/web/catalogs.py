@@ -57,7 +57,7 @@ class CatalogReaders:
 
 
 class SubprocessExporter:
-    """Makes a clip with ``python -m msightd.cli.daemon segments export`` (same interpreter and path)."""
+    """Makes a clip with ``msightd segments export`` in a child process (same interpreter and path)."""
 
     def __init__(self, timeout_s: float = EXPORT_TIMEOUT_S) -> None:
         self._timeout_s = timeout_s
@@ -66,8 +66,8 @@ class SubprocessExporter:
         output = out_dir / f"{_UNSAFE.sub('_', sensor).strip('._-')[:60] or 'clip'}_{int(start)}-{int(end)}.mp4"
         command = [
             sys.executable,
-            "-m",
-            "msightd.cli.daemon",
+            "-c",
+            "import sys; from msightd.cli.segments import main; sys.exit(main(sys.argv[1:]))",
             "segments",
             "export",
             f"--save-dir={save_dir}",
