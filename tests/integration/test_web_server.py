@@ -185,7 +185,7 @@ def test_the_status_api_is_json_with_rates(web: HttpServer) -> None:
 
 def test_bad_query_parameters_are_one_clear_400(web: HttpServer) -> None:
     answer = get(web.port, "/api/segments?sensor=x&start=yesterday")
-    assert answer.status == 400 and "start='yesterday' is not a time" in answer.text
+    assert answer.status == 400 and "start: 'yesterday' is not a time" in answer.text
     assert "no save dir named 'nope'" in get(web.port, "/api/gaps?archive=nope&sensor=x").text
     assert get(web.port, "/api/segments").status == 400
 

@@ -110,7 +110,8 @@ def status_document(sources: WebSources, with_archives: bool = True) -> dict[str
     layout = sources.layout()
     snapshot = sources.status()
     gauges = node_gauges(sources.registry)
-    nodes = [{**node, **gauges.get(node["name"], {})} for node in snapshot.get("nodes", [])]
+    # the snapshot's own last_progress_at (when the daemon tracks it) wins over the gauge
+    nodes = [{**gauges.get(node["name"], {}), **node} for node in snapshot.get("nodes", [])]
     health = None
     if sources.health is not None:
         code, body = sources.health()

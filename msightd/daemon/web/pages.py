@@ -94,7 +94,10 @@ def _health_banner(health: dict[str, Any] | None) -> str:
         return ""
     ok = health.get("http_status") == 200
     problems = health.get("problems") or []
-    detail = "; ".join(escape(str(p if not isinstance(p, dict) else p.get("message", p))) for p in problems)
+    detail = "; ".join(
+        escape(f"{p.get('node')}: {p.get('detail') or p.get('problem')}" if isinstance(p, dict) else str(p))
+        for p in problems
+    )
     text = "healthy" if ok else f"unhealthy: {detail or 'see /healthz'}"
     return f'<p id=health data-live class="health {"ok" if ok else "bad"}">{text}</p>'
 

@@ -8,6 +8,7 @@ reload (SIGHUP) that changes the nodes changes the page on its next request.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from msightd.cli import segments as segments_cli
 from msightd.daemon.web.http import BadRequest
 
 #: Gauges read for the node table (node label): frames per second, and the last progress (epoch s).
@@ -146,20 +148,11 @@ def node_gauges(registry: CollectorRegistry | None) -> dict[str, dict[str, float
 
 
 def parse_time(value: str, name: str) -> float:
-    """Epoch seconds or ISO 8601 (no zone means UTC), as ``msightd segments`` takes them."""
+    """Epoch seconds or ISO 8601 (no zone means UTC), exactly as ``msightd segments`` takes them."""
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise BadRequest(
-            f"{name}={value[:40]!r} is not a time: give epoch seconds or ISO 8601 such as 2026-12-01T08:30:00Z"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+        return segments_cli.parse_time(value[:64])
+    except argparse.ArgumentTypeError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
 
 
 def time_window(query: dict[str, str] | Any, now: float, default_s: float) -> tuple[float, float]:

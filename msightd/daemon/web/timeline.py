@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-#: No frame for longer than this many frame periods is a gap.
-GAP_FRAME_PERIODS = 5.0
+from msightd.storage.gaps import DEFAULT_MIN_FRAME_PERIODS
+
+#: No frame for longer than this many frame periods is a gap (as ``msightd segments gaps`` says).
+GAP_FRAME_PERIODS = DEFAULT_MIN_FRAME_PERIODS
 
 
 class SegmentTimes(Protocol):
