@@ -1,1 +1,0 @@
-"""Pictures and video: capture, encoding, frame rings (imported only by node processes)."""
