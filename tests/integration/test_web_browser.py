@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from testbed.ports import free_port
+from testbed.rtsp import RtspServer
+from testbed.waiting import wait_for
 from tests.integration.daemon import Daemon, pipeline_toml, running_daemon
 from tests.support.browser import browser_missing, headless_chromium
-from tests.support.ports import free_port
-from tests.support.processes import Proc, wait_for
-from tests.support.rtsp import RtspServer
+from tests.support.processes import Proc
 from tests.support.web import get
 
 TOKEN = "browser-test-token-7f3c9a1e"

@@ -16,8 +16,8 @@ from msightd.daemon.web.http import HttpServer
 from msightd.daemon.web.server import web_server
 from msightd.daemon.web.site import Archive, Camera, SiteLayout, WebSources
 from msightd.messages import SegmentMessage
-from msightd.nodes.dumper import SegmentWriter
 from msightd.storage.catalog import SegmentCatalog, catalog_path
+from msightd.storage.writer import SegmentWriter
 from tests.support.segments import write_segment
 from tests.support.web import get
 
