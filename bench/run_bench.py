@@ -400,6 +400,7 @@ def pipeline_toml(
     lines = [
         f'[redis]\nurl = "{redis_url}"\ntransport = "{args.transport}"\n',
         f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n',
+        "[web]\nenabled = false\n",
         # --frame-ids: debug, each rtsp node logs every frame's id (frame_captured) to compare the ids
         # published with the ids in the written segments; that costs the camera node ~0.3 ms per frame (a
         # JSON line per frame), which a deployment at the default info level does not pay

@@ -115,6 +115,7 @@ def run_node(kind: str, options: Any, host: HostSettings) -> int:
         mark_ready=_ready_marker(log, host.ready_file),
         heartbeat=Pulse(host.heartbeat_file, also=metrics.refresh_rates),
         progress=Pulse(host.progress_file),
+        thumbnail_dir=host.thumbnail_dir,
     )
     try:
         node = NODE_KINDS[kind].load()(options, runtime)

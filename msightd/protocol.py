@@ -22,11 +22,13 @@ import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from msightd.bus import DEFAULT_STREAM_MAXLEN, TRANSPORTS
 from msightd.logs import LOG_FORMATS, LOG_LEVELS
 from msightd.nodes.options import option
+from msightd.storage.naming import safe_sensor_name
 
 #: A node's exit codes: done, a failure worth a restart, a configuration no restart can fix.
 EXIT_OK = 0
@@ -77,6 +79,12 @@ class HostSettings:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}")
         if self.stream_maxlen < 1:
             raise ValueError(f"stream_maxlen must be >= 1, got {self.stream_maxlen}")
+
+
+def thumbnail_path(thumbnail_dir: str | Path, sensor_name: str) -> Path:
+    """Where a camera node leaves the thumbnail of its latest frame, and where the web page looks for it:
+    ``<thumbnail_dir>/<safe sensor name>.jpg`` (sensor names are untrusted, as in segment file names)."""
+    return Path(thumbnail_dir) / f"{safe_sensor_name(sensor_name)}.jpg"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from msightd import __version__
 from msightd.cli import segments
 from msightd.config.load import load_config, parse_config
-from msightd.config.model import DaemonConfig, MetricsConfig
+from msightd.config.model import DaemonConfig, MetricsConfig, WebConfig
 from msightd.config.schema import ConfigFileError
 from msightd.daemon.app import BROKER_DATA_DIR, StartError, runtime_dir_for, serve
 from msightd.daemon.control import SOCKET_NAME, request_status
@@ -118,10 +118,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     video = write_sample_video(runtime_dir / "demo-camera.mp4", frame_count=200, width=1280, height=720)
     # rings of its own, removed at the end: the demo's broker (and every frame reference) ends with it
     shm_dir = Path("/dev/shm", f"msightd-demo-{os.getuid()}") if Path("/dev/shm").is_dir() else runtime_dir / "rings"
-    config = parse_config(demo_document(video, save_dir, args.metrics_port, shm_dir), "<msightd demo>")
+    document = demo_document(video, save_dir, args.metrics_port, shm_dir, args.web_port)
+    config = parse_config(document, "<msightd demo>")
     print(
         f"msightd demo: a synthetic 1280x720 camera at 10 fps -> 100-frame H.264 segments in {save_dir}"
-        + (f" for {args.duration:g} s" if args.duration else " (Ctrl-C to stop)"),
+        + (f" for {args.duration:g} s" if args.duration else " (Ctrl-C to stop)")
+        + f"; watch it on http://127.0.0.1:{args.web_port}/",
         file=sys.stderr,
     )
     try:
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--save-dir", default="./received_videos", help="where segments go (default ./received_videos)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--metrics-port", type=int, default=MetricsConfig().port, help=f"default {MetricsConfig().port}")
+    demo.add_argument("--web-port", type=int, default=WebConfig().port, help=f"web page; default {WebConfig().port}")
     runtime_flags(demo)
     log_flags(demo)
     demo.set_defaults(handler=cmd_demo)

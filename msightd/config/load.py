@@ -26,11 +26,12 @@ from msightd.config.model import (
     MetricsConfig,
     NodeSpec,
     RestartPolicy,
+    WebConfig,
 )
 from msightd.config.schema import ConfigFileError, accepts, build_options, option_names
 from msightd.nodes.kinds import NODE_KINDS
 
-_TOP_LEVEL = ("redis", "metrics", "logging", "daemon", "defaults", "topics", "nodes")
+_TOP_LEVEL = ("redis", "metrics", "web", "logging", "daemon", "defaults", "topics", "nodes")
 _RESTART_KEYS = option_names(RestartPolicy)
 
 
@@ -96,6 +97,12 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         )
 
     metrics = attempt(build_options, MetricsConfig, section("metrics"), f"{where}: [metrics]")
+    web = attempt(build_options, WebConfig, section("web"), f"{where}: [web]")
+    if metrics and web and metrics.enabled and web.enabled and metrics.port == web.port and web.port:
+        problems.append(
+            f"{where}: [web] port {web.port} is also [metrics] port: give the web page another port "
+            "(default 9465) or set [web] enabled = false"
+        )
     logging_config = attempt(build_options, LoggingConfig, section("logging"), f"{where}: [logging]")
     daemon = section("daemon")
     grace = daemon.pop("grace_period_s", DEFAULT_GRACE_PERIOD_S)
@@ -151,6 +158,7 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
         persistence=persistence,
         topics=topics,
         metrics=metrics,
+        web=web,
         logging=logging_config,
         grace_period_s=float(grace),
         runtime_dir=runtime_dir,

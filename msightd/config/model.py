@@ -6,6 +6,7 @@ on reload. Node options themselves are in :mod:`msightd.nodes.options`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,6 +65,30 @@ class MetricsConfig:
     port: int = 9464
 
 
+#: A web token: URL- and cookie-safe characters, long enough not to be guessed.
+_WEB_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The status page, API and segment files (``msightd.daemon.web``): loopback only unless told."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9465
+    #: When set, every request must carry it (bearer header, cookie, or ``?token=`` once).
+    token: str | None = None
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.token is not None and not _WEB_TOKEN.fullmatch(self.token):
+            raise ConfigError(
+                "token must be 16 to 256 of the characters A-Z a-z 0-9 . _ ~ + / = - "
+                "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """Everything ``msightd run`` needs. ``redis_url`` None means: start an embedded redis-server."""
@@ -80,6 +105,7 @@ class DaemonConfig:
     #: Explicit [topics.<name>] tables (already validated); nodes carry the resolved settings.
     topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     grace_period_s: float = DEFAULT_GRACE_PERIOD_S
     runtime_dir: str | None = None

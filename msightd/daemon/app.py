@@ -1,6 +1,6 @@
-"""The daemon process's composition root: runtime directory, embedded broker, metrics listener, control socket
-and supervisor, wired together and torn down in order. Parent process only: nothing here (or below) imports
-cv2, av or numpy."""
+"""The daemon process's composition root: runtime directory, embedded broker, HTTP listeners (metrics and
+health, web page), control socket and supervisor, wired together and torn down in order. Parent process only:
+nothing here (or below) imports cv2, av or numpy."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from msightd import __version__
 from msightd.config.model import DaemonConfig
@@ -20,11 +21,14 @@ from msightd.daemon.control import SOCKET_NAME, ControlServer, request_status
 from msightd.daemon.metrics import SupervisorMetrics
 from msightd.daemon.sdnotify import SystemdNotifier
 from msightd.daemon.supervisor import Supervisor
+from msightd.daemon.web.wiring import HttpListeners, ListenError
 from msightd.logs import configure_logging, get_logger, redact_url
 from msightd.protocol import HostSettings
 
 #: The embedded broker's append-only file, inside the runtime directory.
 BROKER_DATA_DIR = "broker"
+#: Where camera nodes leave their latest frame for the web page, inside the runtime directory.
+THUMBNAIL_DIR = "thumbnails"
 
 
 class StartError(Exception):
@@ -101,22 +105,9 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
             data_dir=str(embedded.persist_dir) if embedded.persist_dir else None,
         )
     supervisor_metrics = SupervisorMetrics(metrics_dir)
-    http_server = None
+    listeners: HttpListeners | None = None
     code = 1
     try:
-        if config.metrics.enabled:
-            from prometheus_client import start_http_server
-
-            try:
-                http_server, _ = start_http_server(
-                    config.metrics.port, config.metrics.host, registry=supervisor_metrics.registry
-                )
-            except OSError as exc:
-                raise StartError(
-                    f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc.strerror}; "
-                    "set another [metrics] port or enabled = false"
-                ) from None
-            log.info("metrics_serving", url=f"http://{config.metrics.host}:{config.metrics.port}/metrics")
         host = HostSettings(
             redis_url=redis_url,
             transport=config.transport,
@@ -124,11 +115,28 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
             log_format="json" if log_format == "auto" and not sys.stderr.isatty() else log_format,
             frame_log_level=logging.DEBUG,
             summary_interval_s=config.logging.summary_interval_s,
-            thumbnail_dir=str(runtime_dir / "thumbnails"),
+            thumbnail_dir=str(runtime_dir / THUMBNAIL_DIR),
         )
         supervisor = Supervisor(
             config, host, runtime_dir, metrics_dir, supervisor_metrics, log, SystemdNotifier(), broker=embedded
         )
+
+        def health() -> tuple[int, dict[str, Any]]:
+            report = supervisor.health()
+            return report.http_status, report.to_json()
+
+        listeners = HttpListeners(
+            lambda: supervisor.config,
+            supervisor.snapshot,
+            health,
+            supervisor_metrics.registry,
+            runtime_dir / THUMBNAIL_DIR,
+            log,
+        )
+        try:
+            listeners.start()
+        except ListenError as exc:
+            raise StartError(str(exc)) from None
         supervisor.install_signal_handlers()
         control = ControlServer(socket_path, supervisor.status)
         control.start()
@@ -150,13 +158,14 @@ def serve(config: DaemonConfig, args: argparse.Namespace, stop_after_s: float | 
         finally:
             control.close()
     finally:
-        if http_server is not None:
-            http_server.shutdown()
+        if listeners is not None:
+            listeners.close()
         if embedded is not None:
             embedded.stop()
             log.info("embedded_redis_stopped")
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         shutil.rmtree(runtime_dir / "nodes", ignore_errors=True)
+        shutil.rmtree(runtime_dir / THUMBNAIL_DIR, ignore_errors=True)
     log.info("daemon_stopped", code=code)
     return code

@@ -6,11 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from msightd.config.model import WebConfig
 
-def demo_document(video: Path, save_dir: Path, metrics_port: int, shm_dir: Path) -> dict[str, Any]:
+
+def demo_document(
+    video: Path, save_dir: Path, metrics_port: int, shm_dir: Path, web_port: int = WebConfig().port
+) -> dict[str, Any]:
     """The seed tutorial's pipeline on a synthetic camera, as a config document."""
     return {
         "metrics": {"port": metrics_port},
+        "web": {"port": web_port},
         "logging": {"summary_interval_s": 10.0},
         "nodes": [
             {

@@ -397,7 +397,7 @@ class Supervisor:
                 )
             self._notifier.ready("reload refused")
             return
-        for section in ("redis_url", "metrics", "logging", "runtime_dir"):
+        for section in ("redis_url", "metrics", "web", "logging", "runtime_dir"):
             if getattr(new, section) != getattr(self.config, section):
                 self._log.warning(
                     "reload_needs_restart", setting=section, msg=f"{section} changed: restart the daemon to apply it"

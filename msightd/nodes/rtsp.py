@@ -33,10 +33,11 @@ from msightd.logs import redact_url
 from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
+from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
-from msightd.protocol import EXIT_CONFIG, EXIT_OK
+from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_path
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
 GAP_THRESHOLD_S = 2.0
@@ -73,6 +74,9 @@ class RtspSourceNode:
             )
         self._ring_broken = False
         self._inline_log = LogThrottle()
+        self._thumbnail: ThumbnailWriter | None = None
+        if runtime.thumbnail_dir:
+            self._thumbnail = ThumbnailWriter(thumbnail_path(runtime.thumbnail_dir, config.sensor_name), self._log)
 
     # -- capture ---------------------------------------------------------------------------------
 
@@ -136,6 +140,8 @@ class RtspSourceNode:
             self._flush_backlog(final=True)
             if self._ring is not None:
                 self._ring.close(remove_if_unheld=True)
+            if self._thumbnail is not None:
+                self._thumbnail.remove()
         self._log.info("source_stopped", frames_published=self._frames_published)
         return EXIT_OK
 
@@ -177,6 +183,8 @@ class RtspSourceNode:
         if ratio != 1.0:
             picture = DecodedFrame(bgr=cv2.resize(picture.bgr(), None, fx=ratio, fy=ratio))
         message = self._to_message(picture, captured_at)
+        if self._thumbnail is not None and self._thumbnail.due(now := time.monotonic()):
+            self._thumbnail.write(picture.bgr(), now)
         log = self._runtime.log
         if log.is_enabled_for(self._runtime.frame_log_level):  # MSight's line, built only when shown
             log.log(

@@ -72,6 +72,8 @@ class NodeRuntime:
     heartbeat: Callable[[], None] = field(default=_nothing)
     #: Called when work gets done (a frame published or received, a segment written; throttled).
     progress: Callable[[], None] = field(default=_nothing)
+    #: Where a camera node leaves a thumbnail of its latest frame (under the daemon; None: none).
+    thumbnail_dir: str | None = None
 
 
 class PeriodicSummary:

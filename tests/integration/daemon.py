@@ -24,11 +24,16 @@ def pipeline_toml(
     buffer_size: int = 10,
     extra: str = "",
     redis_url: str | None = None,
+    web: str = "enabled = false",
 ) -> str:
+    """``web`` is the body of the [web] table (off by default: tests run side by side; its default port is one)."""
     redis = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     return f"""{redis}
 [metrics]
 port = {metrics_port}
+
+[web]
+{web}
 
 [logging]
 summary_interval_s = 2

@@ -257,6 +257,7 @@ def test_demo_runs_the_seed_pipeline_with_nothing_set_up(tmp_path: Path, process
             "--save-dir", str(save_dir),
             "--runtime-dir", str(short_tempdir()),
             "--metrics-port", str(free_port()),
+            "--web-port", str(free_port()),
         ],
         tmp_path / "demo.log",
     )  # fmt: skip

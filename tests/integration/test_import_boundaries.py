@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.ports import free_port
 from testbed.waiting import wait_for
 
 MEDIA_MODULES = ("cv2", "av", "numpy")
@@ -51,6 +52,8 @@ def test_a_running_daemon_imports_no_media_library(tmp_path: Path, sample_video:
         f"""
 [metrics]
 enabled = false
+[web]
+port = {free_port()}
 [[nodes]]
 name = "cam"
 kind = "rtsp"

@@ -25,8 +25,9 @@ TOKEN = "browser-test-token-7f3c9a1e"
 def web_config(camera: RtspServer, web_port: int) -> Any:
     def config(save_dir: Path, metrics_port: int) -> str:
         # a 2 s segment every 2 s (20 frames at 10 fps)
-        text = pipeline_toml(camera.url, save_dir, metrics_port, buffer_size=20)  # type: ignore[arg-type]
-        return f'{text}\n[web]\nport = {web_port}\ntoken = "{TOKEN}"\n'
+        return pipeline_toml(
+            camera.url, save_dir, metrics_port, buffer_size=20, web=f'port = {web_port}\ntoken = "{TOKEN}"'
+        )
 
     return config
 
