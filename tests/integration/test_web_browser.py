@@ -5,6 +5,7 @@ One daemon run (with a web token) and one browser for every check, to keep CI sh
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ def test_the_page_shows_nodes_thumbnail_segments_and_plays_a_segment(
         video_name = sorted(save_dir.glob("*.mp4"))[0].name
         for target in ("/", "/api/status", f"/files/video_dumper/{video_name}", "/thumbnail/test_camera.jpg"):
             assert get(web_port, target).status == 401, target
+        # the metrics listener needs no token: its own server, with the supervisor's health verdict
+        health = get(daemon.metrics_port, "/healthz")
+        assert health.status == 200 and json.loads(health.body)["nodes"] == 3, health.text
+        assert "msightd_node_up" in get(daemon.metrics_port, "/metrics").text
         with headless_chromium() as driver:
             driver.get(f"{base}/")
             assert "needs its web token" in driver.find_element("tag name", "body").text

@@ -76,7 +76,7 @@ def headless_chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
         driver.quit()
 
 
-def screenshot(url: str, output: str, width: int = 1400, height: int = 1000, settle_s: float = 4.0) -> None:
+def screenshot(url: str, output: str, width: int = 1100, height: int = 800, settle_s: float = 4.0) -> None:
     """Save a PNG of ``url`` once its thumbnails have loaded (``scripts/screenshot`` uses it)."""
     import time
 
@@ -92,7 +92,8 @@ def screenshot(url: str, output: str, width: int = 1400, height: int = 1000, set
             time.sleep(0.5)
         time.sleep(settle_s)  # let a refresh or two happen, as a person would see it
         page_height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(width, min(max(height, page_height), 3000))
+        chrome = driver.execute_script("return window.outerHeight - window.innerHeight")  # bars around the page
+        driver.set_window_size(width, min(max(height, page_height), 3000) + chrome)
         driver.save_screenshot(output)
 
 

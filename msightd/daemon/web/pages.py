@@ -32,6 +32,7 @@ from msightd.daemon.web.timeline import Span, clip, segment_has_gap
 
 #: Timeline labels: this many intervals on a bar (every 4 h on a day).
 _TICKS = 6
+HOUR_S = 3600.0
 #: Rows of the segment table on a sensor page (an hour of 10-s segments); the API lists more.
 PAGE_ROWS = 360
 
@@ -131,14 +132,15 @@ def _node_rows(nodes: list[dict[str, Any]], now: float) -> str:
     )
 
 
-def timeline(window: SensorWindow, live_id: str | None = None) -> str:
-    """A bar for ``[window.start, window.end)``: recorded spans green, gaps red, unknown grey."""
-    width = window.end - window.start
+def timeline(window: SensorWindow, live_id: str | None = None, since: float | None = None, label: str = "") -> str:
+    """A bar for ``[since or window.start, window.end)``: recorded spans green, gaps red, unknown grey."""
+    start = window.start if since is None else max(since, window.start)
+    width = window.end - start
 
     def rects(spans: list[Span], cls: str, what: str) -> str:
         out = []
-        for span in clip(spans, window.start, window.end):
-            x = (span.start - window.start) / width * 1000
+        for span in clip(spans, start, window.end):
+            x = (span.start - start) / width * 1000
             w = max(span.duration_s / width * 1000, 0.8)
             label = f"{what} {clock_time(span.start)} to {clock_time(span.end)} UTC ({fmt_duration(span.duration_s)})"
             out.append(f'<rect class={cls} x="{x:.2f}" y="0" width="{w:.2f}" height="20"><title>{label}</title></rect>')
@@ -146,13 +148,13 @@ def timeline(window: SensorWindow, live_id: str | None = None) -> str:
 
     live = f" id={escape(live_id)} data-live-slow" if live_id else ""
     ticks = "".join(
-        f"<span>{datetime.fromtimestamp(window.start + width * i / _TICKS, UTC):%H:%M}</span>"
-        for i in range(_TICKS + 1)
+        f"<span>{datetime.fromtimestamp(start + width * i / _TICKS, UTC):%H:%M}</span>" for i in range(_TICKS + 1)
     )
     summary = f"{len(window.spans)} spans, {len(window.gaps)} gaps" if window.catalog else "no catalog yet"
     return (
         f'<div class=timeline{live} title="{escape(summary)}">'
-        '<svg viewBox="0 0 1000 20" preserveAspectRatio="none" role=img>'
+        + (f"<div class=label>{escape(label)}</div>" if label else "")
+        + '<svg viewBox="0 0 1000 20" preserveAspectRatio="none" role=img>'
         f'<rect class=unknown x="0" y="0" width="1000" height="20"></rect>'
         f"{rects(window.spans, 'recorded', 'recorded')}{rects(window.gaps, 'gap', 'gap')}</svg>"
         f"<div class=ticks>{ticks}</div></div>"
@@ -168,9 +170,11 @@ def _camera_cards(sources: WebSources, status: dict[str, Any], now: float) -> st
             window = sensor_window(sources, archive, camera["sensor_name"], now - DAY_S, now)
             if window.segments or len(layout.archives) == 1:
                 link = sensor_url(archive.name, camera["sensor_name"])
+                live_id = f"tl-{len(cards)}-{len(timelines)}"
                 timelines.append(
                     f'<a href="{escape(link)}">{escape(archive.name)}: {len(window.segments)} segments in 24 h</a>'
-                    + timeline(window, live_id=f"tl-{len(cards)}-{len(timelines)}")
+                    + timeline(window, live_id=f"{live_id}-h", since=now - HOUR_S, label="last hour")
+                    + timeline(window, live_id=f"{live_id}-d", label="last 24 hours")
                 )
         cards.append(
             "<section class=camera>"
@@ -285,6 +289,13 @@ def _window_links(window: SensorWindow) -> str:
     )
 
 
+def _sensor_timelines(window: SensorWindow) -> str:
+    whole = timeline(window, label=f"{clock_time(window.start)} to {clock_time(window.end)} UTC")
+    if window.end - window.start <= 2 * HOUR_S:
+        return whole
+    return timeline(window, since=window.end - HOUR_S, label="its last hour") + whole
+
+
 def sensor_page(sources: WebSources, request: Request) -> str:
     window = requested_window(sources, request)
     newest = window.segments[-1] if window.segments else None
@@ -292,8 +303,7 @@ def sensor_page(sources: WebSources, request: Request) -> str:
     body = (
         f"<h2>{escape(window.sensor)} <small>in {escape(window.archive.name)} "
         f"({escape(str(window.archive.save_dir))})</small></h2>"
-        f"<p class=meta>{clock_time(window.start)} to {clock_time(window.end)} UTC</p>"
-        f"{timeline(window)}{_window_links(window)}"
+        f"{_sensor_timelines(window)}{_window_links(window)}"
         f"<video id=player controls muted autoplay playsinline preload=auto{src}></video>"
         f"<h3>Export</h3>{_export_form(window)}<h3>Segments</h3>{_segment_rows(window)}"
     )
