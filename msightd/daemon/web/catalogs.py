@@ -66,8 +66,8 @@ class SubprocessExporter:
         output = out_dir / f"{_UNSAFE.sub('_', sensor).strip('._-')[:60] or 'clip'}_{int(start)}-{int(end)}.mp4"
         command = [
             sys.executable,
-            "-c",
-            "import sys; from msightd.cli.segments import main; sys.exit(main(sys.argv[1:]))",
+            "-m",
+            "msightd.cli.daemon",
             "segments",
             "export",
             f"--save-dir={save_dir}",
