@@ -21,14 +21,16 @@ from prometheus_client import CollectorRegistry
 
 from msightd.cli import segments as segments_cli
 from msightd.daemon.web.http import BadRequest
+from msightd.daemon.web.timeline import SegmentTimes
 
 #: Gauges read for the node table (node label): frames per second, and the last progress (epoch s).
 FRAME_RATE_METRIC = "msightd_frame_rate_hertz"
 LAST_PROGRESS_METRIC = "msightd_node_last_progress_timestamp_seconds"
 
 
-class Segment(Protocol):
-    """A catalog row as the web reads it (``msightd.storage.catalog.SegmentRecord`` fits)."""
+class Segment(SegmentTimes, Protocol):
+    """A catalog row as the web reads it (``msightd.storage.catalog.SegmentRecord`` fits): its times (what
+    the timeline reads) and its files."""
 
     @property
     def stem(self) -> str: ...
@@ -39,12 +41,6 @@ class Segment(Protocol):
     @property
     def metadata_file(self) -> str: ...
     @property
-    def first_capture_timestamp(self) -> float: ...
-    @property
-    def last_capture_timestamp(self) -> float: ...
-    @property
-    def frame_count(self) -> int: ...
-    @property
     def video_size_bytes(self) -> int: ...
     @property
     def codec(self) -> str: ...
@@ -52,8 +48,6 @@ class Segment(Protocol):
     def width(self) -> int: ...
     @property
     def height(self) -> int: ...
-    @property
-    def fps(self) -> float: ...
 
 
 class Frame(Protocol):
