@@ -140,6 +140,7 @@ class SegmentCatalog:
         catalog = cls(save_dir, database=":memory:")
         records, problems = scan_metadata(save_dir)
         catalog._replace_all(records, {})
+        catalog._restore_uploaders()
         return catalog, problems
 
     @classmethod
@@ -397,6 +398,10 @@ class SegmentCatalog:
         return not rows[0][2]
 
 
+#: SQLite's verdicts that the file itself is damaged (others, e.g. read-only or locked, are not corruption).
+_CORRUPTION = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+
+
 def _connect(database: str) -> sqlite3.Connection:
     try:
         connection = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -420,9 +425,10 @@ def _connect(database: str) -> sqlite3.Connection:
             raise CatalogCorrupt(f"unexpected columns {columns}")
     except sqlite3.DatabaseError as exc:
         connection.close()
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            raise
-        raise CatalogCorrupt(str(exc)) from exc
+        if getattr(exc, "sqlite_errorname", None) in _CORRUPTION:
+            raise CatalogCorrupt(str(exc)) from exc
+        # locked, read-only (owned by another user), I/O error, disk full: the file may be fine
+        raise OSError(f"cannot use {database}: {exc}") from exc
     except CatalogCorrupt:
         connection.close()
         raise

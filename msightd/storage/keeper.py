@@ -14,7 +14,6 @@ the failure is logged once, and the next tick reconciles it with the files.
 from __future__ import annotations
 
 import contextlib
-import errno
 import sqlite3
 import time
 from pathlib import Path
@@ -73,21 +72,32 @@ class StorageKeeper:
     def catalog(self) -> SegmentCatalog | None:
         return self._catalog
 
-    def open(self) -> None:
-        """Open (rebuild if missing or corrupt, else reconcile) the catalog and sweep lone MP4s left by a
-        crash; ``OSError`` if the directory cannot be used yet (the dumper retries)."""
+    def open(self) -> bool:
+        """Open the catalog (rebuilt if missing or corrupt, else reconciled with the files) and sweep lone
+        MP4s left by a crash. A catalog that cannot be opened (a file of another user, a failing disk) must
+        not stop recording: that is logged once, segments are written unindexed, retention waits, and
+        :meth:`tick` tries again. Returns whether the catalog is open."""
         if self._catalog is not None:
-            return
+            return True
         try:
             catalog = SegmentCatalog.open_or_rebuild(self.save_dir, self._log)
-        except sqlite3.Error as exc:
-            raise OSError(errno.EIO, f"segment catalog unusable: {exc}") from exc
+        except (OSError, sqlite3.Error) as exc:
+            self._catalog_failed(exc)
+            return False
         self._catalog = catalog
         self._deleter = SegmentDeleter(self.save_dir, catalog, self._log)
-        self._load_totals()
+        try:
+            self._load_totals()
+        except sqlite3.Error as exc:
+            self.close()
+            self._catalog_failed(exc)
+            return False
+        self._needs_reconcile = False
+        self._catalog_recovered()
         self._log.info("retention_configured", policy=self.policy.describe(), save_dir=str(self.save_dir))
         self._sweep_orphans()
         self._next_round = 0.0
+        return True
 
     def written(self, metadata_path: Path) -> None:
         """A pair just became durable: add its row, and run retention now if the write crossed a limit."""
@@ -110,9 +120,11 @@ class StorageKeeper:
     def tick(self, now: float | None = None) -> None:
         """Housekeeping: a retention round and fresh gauges every ``interval_s``."""
         now = time.monotonic() if now is None else now
-        if self._catalog is None or now < self._next_round:
+        if now < self._next_round:
             return
         self._next_round = now + self._interval_s
+        if self._catalog is None and not self.open():
+            return
         if self._needs_reconcile:
             self._reconcile()
         self._rounds()
@@ -120,9 +132,14 @@ class StorageKeeper:
 
     def make_room(self, needed_bytes: int) -> bool:
         """A write failed for lack of space: with retention on, delete the oldest pairs until ``needed_bytes``
-        plus some headroom are free (or until nothing deletable is left). Returns whether it freed any."""
-        if self._catalog is None or not self.policy.enabled:
+        plus some headroom are free (or until nothing deletable is left). Returns whether it freed any.
+
+        Without a usable catalog (it could not even be opened on the full disk) the pairs are read from the
+        JSON files into memory for this round: a full disk must never stop recording for want of an index."""
+        if not self.policy.enabled:
             return False
+        if self._catalog is None:
+            return self._make_room_from_files(needed_bytes)
         floor = needed_bytes + EMERGENCY_HEADROOM_BYTES
         if self.policy.min_free_space is not None:
             floor = max(floor, self.policy.min_free_space.bytes_for(self._usage().total_bytes))
@@ -135,10 +152,26 @@ class StorageKeeper:
             )
         return self._rounds(RetentionPolicy(min_free_space=SpaceFloor(size_bytes=floor)), emergency=True) > 0
 
+    def _make_room_from_files(self, needed_bytes: int) -> bool:
+        try:
+            catalog, _problems = SegmentCatalog.scan(self.save_dir)
+        except (OSError, sqlite3.Error) as exc:
+            self._catalog_failed(exc)
+            return False
+        self._catalog, self._deleter = catalog, SegmentDeleter(self.save_dir, catalog, self._log)
+        try:
+            self._load_totals()
+            return self.make_room(needed_bytes)
+        finally:
+            self.close()  # the real catalog is opened (and reconciled with what went) on the next tick
+
     def close(self) -> None:
+        """Let go of the catalog (its directory went away, or the node stops); :meth:`open` again later."""
         if self._catalog is not None:
-            self._catalog.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._catalog.close()
             self._catalog = None
+            self._next_round = 0.0
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -246,8 +279,8 @@ class StorageKeeper:
             self._log.error(
                 "catalog_update_failed",
                 error=str(exc),
-                msg=f"cannot update the segment catalog or delete old segments ({exc}); the files are kept "
-                "and the catalog is reconciled with them once it works again",
+                msg=f"cannot use the segment catalog ({exc}): segments are still written, but retention waits; "
+                "the catalog is reconciled with the files once it works again",
             )
 
     def _catalog_recovered(self) -> None:

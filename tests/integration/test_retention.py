@@ -139,7 +139,7 @@ def test_kill_9_in_the_middle_of_a_deletion_round_leaves_no_half_pair(
     redis_server: RedisEndpoint, tmp_path: Path, processes: list[Proc]
 ) -> None:
     save_dir = tmp_path / "videos"
-    write_old_pairs(save_dir, per_sensor=8000, sensors=("cam_a", "cam_b"))
+    write_old_pairs(save_dir, per_sensor=3000, sensors=("cam_a", "cam_b"))
     before = len(list(save_dir.glob("*.json")))
     dumper = start_dumper(processes, tmp_path, redis_server.url, save_dir, "--retain-days", "1")
 
@@ -164,8 +164,8 @@ def test_kill_9_in_the_middle_of_a_deletion_round_leaves_no_half_pair(
     assert again.terminate() == 0
     assert sorted(row["stem"] for row in listing(save_dir)) == sorted(p.stem for p in save_dir.glob("*.json"))
     assert sorted(p.stem for p in save_dir.glob("*.json")) == [
-        "cam_a_007999_20260101_000000_000000",
-        "cam_b_007999_20260101_000000_000000",
+        "cam_a_002999_20260101_000000_000000",
+        "cam_b_002999_20260101_000000_000000",
     ], "each sensor keeps its newest pair"
 
 

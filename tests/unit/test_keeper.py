@@ -78,3 +78,25 @@ def test_opening_sweeps_lone_videos_left_by_a_crash(tmp_path: Path) -> None:
     assert not lone.video_path.exists()
     assert "orphan_videos_removed" in [entry["event"] for entry in logs]
     keeper.close()
+
+
+def test_an_unusable_catalog_does_not_stop_recording_or_a_full_disk_round(tmp_path: Path) -> None:
+    """The catalog's directory cannot be made: segments are still written (the writer does not need it),
+    an emergency round reads the pairs from the JSON files, and the catalog opens once it can."""
+    (tmp_path / ".msightd").write_text("in the way")
+    for index in range(4):
+        write_segment(tmp_path, "cam", T0 + 10 * index, video=b"x" * 100)
+    metrics = NodeMetrics("dumper")
+    policy = RetentionPolicy.parse(None, None, "99%")  # a floor no real disk meets: everything deletable goes
+    keeper = StorageKeeper(tmp_path, policy, structlog.get_logger(), metrics)
+    with capture_logs() as logs:
+        assert not keeper.open()
+        keeper.written(write_segment(tmp_path, "cam", T0 + 50, video=b"x").metadata_path)  # no catalog: no-op
+        assert keeper.make_room(1000)
+    assert [entry["event"] for entry in logs].count("catalog_update_failed") == 1, "said once"
+    assert len(list(tmp_path.glob("*.json"))) == 1, "all but the newest, found in the files"
+    assert sample(metrics, "segments_deleted_total", reason="free_space") == 4
+    (tmp_path / ".msightd").unlink()
+    keeper.tick(now=1e9)
+    assert keeper.catalog is not None and keeper.catalog.totals()[0] == 1
+    keeper.close()
