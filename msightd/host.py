@@ -103,7 +103,8 @@ def run_node(kind: str, options: Any, host: HostSettings) -> int:
         topics={name: TopicSettings(**value) for name, value in host.topics.items()},
         default=TopicSettings(host.transport, host.stream_maxlen),  # type: ignore[arg-type]
     )
-    _check_broker(settings, log)
+    if NODE_KINDS[kind].topics(options):  # a node without topics (an uploader of a save dir) needs no broker
+        _check_broker(settings, log)
     runtime = NodeRuntime(
         bus=bus,
         log=log,

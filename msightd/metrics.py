@@ -26,6 +26,7 @@ RATE_WINDOW_S = 10.0
 RATE_REPORT_INTERVAL_S = 1.0
 
 _SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_UPLOAD_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _BYTES_BUCKETS = tuple(float(2**p) for p in range(14, 30, 2))  # 16 KiB .. 512 MiB
 
 
@@ -137,6 +138,21 @@ class NodeMetrics:
         self.save_dir_usable = node_gauge(
             "save_dir_usable",
             "1 while the node's save directory takes segments, 0 while it is missing, unwritable or unmounted.",
+        )
+        self.uploads = counter(
+            "uploads",
+            "Segment uploads to the object store, by result (uploaded, already_present, failed).",
+            ("result",),
+        )
+        self.uploaded_bytes = counter("uploaded_bytes", "Bytes sent to the object store (MP4s and JSONs).", ())
+        self.upload_duration = histogram(
+            "upload_duration_seconds", "Wall time to upload and verify one segment pair.", _UPLOAD_SECONDS_BUCKETS
+        )
+        self.upload_backlog_segments = node_gauge("upload_backlog_segments", "Segments on disk not yet uploaded.")
+        self.upload_backlog_bytes = node_gauge("upload_backlog_bytes", "Bytes of segments not yet uploaded.")
+        self.upload_oldest_pending_age = node_gauge(
+            "upload_oldest_pending_age_seconds",
+            "Age of the oldest segment not yet uploaded (from its first capture; 0 when none is pending).",
         )
         build = Gauge(
             "build_info",

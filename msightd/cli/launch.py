@@ -50,9 +50,11 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field[Any], an
     reach validation; the help shows the field's default."""
     required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     help_text = field.metadata["help"]
-    if not required and field.default not in (None, False):
-        help_text += f" (default {field.default})"
-    if annotation is bool:
+    launch_default = field.metadata.get("launch_default")  # the command's own default, given as if typed
+    shown = launch_default if launch_default is not None else field.default
+    if not required and shown not in (None, False):
+        help_text += f" (default {shown})"
+    if annotation is bool or set(typing.get_args(annotation)) == {bool, type(None)}:
         parser.add_argument(*flags_of(field), dest=dest, action="store_true", default=None, help=help_text)
         return
     value_type = {int: int, float: float}.get(annotation, str)
@@ -65,6 +67,7 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field[Any], an
         type=value_type,
         choices=_choices(field, annotation),
         required=required,
+        default=launch_default,
         help=help_text,
     )
 
@@ -126,3 +129,7 @@ def launch_image_to_video_aggregator(argv: Sequence[str] | None = None) -> NoRet
 
 def launch_video_local_dumper(argv: Sequence[str] | None = None) -> NoReturn:
     _launch("video_local_dumper", argv)
+
+
+def launch_aws_video_pusher(argv: Sequence[str] | None = None) -> NoReturn:
+    _launch("video_s3_uploader", argv)

@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from msightd.nodes.options import AggregatorOptions, DumperOptions, RtspSourceOptions
+from msightd.nodes.options import AggregatorOptions, DumperOptions, RtspSourceOptions, UploaderOptions
 
 Payload = Literal["frames", "segments"]
 
@@ -49,7 +49,7 @@ class NodeKind:
         """The node's topics and what they carry."""
         found: dict[str, Payload] = {}
         for end in (self.publishes, self.subscribes):
-            if end is not None:
+            if end is not None and getattr(options, end[0]) is not None:  # an uploader of a save dir has none
                 found[getattr(options, end[0])] = end[1]
         return found
 
@@ -68,5 +68,11 @@ NODE_KINDS: dict[str, NodeKind] = {
         NodeKind("video_local_dumper", DumperOptions, "msightd.nodes.dumper:VideoLocalDumperNode", stage=2,
                  subscribes=("subscribe_topic", "segments"), launch_command="msight_launch_video_local_dumper",
                  description="Write received video segments as MP4 + JSON files."),
+        NodeKind("video_s3_uploader", UploaderOptions, "msightd.nodes.uploader:VideoS3UploaderNode", stage=2,
+                 subscribes=("subscribe_topic", "segments"), launch_command="msight_launch_aws_video_pusher",
+                 description="Upload video segments to AWS S3 or any S3-compatible store, durably: received "
+                 "segments are spooled on disk first and deleted only once verified in the store. Credentials "
+                 "come the boto3 way (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, shared files, "
+                 "instance roles), never as flags."),
     )
 }  # fmt: skip

@@ -9,7 +9,9 @@ options without loading cv2, av or numpy.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from msightd.media.formats import (
@@ -22,6 +24,8 @@ from msightd.media.formats import (
     FrameEncoding,
 )
 from msightd.storage.retention import RetentionPolicy
+from msightd.upload.keys import KEY_LAYOUTS, normalize_prefix
+from msightd.upload.limits import DEFAULT_MULTIPART_THRESHOLD, MAX_CONCURRENCY, MIN_BANDWIDTH, MIN_PART_BYTES
 
 #: Frames waiting per sensor between an aggregator's receiving loop and its encoder thread (5 s at 10 fps).
 SENSOR_QUEUE_FRAMES = 50
@@ -40,8 +44,9 @@ def option(
     default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), kw_only: bool = False, **extra: Any
 ) -> Any:
     """A dataclass field with its launch flag(s) and help; no ``flags`` means the kebab-case of its name.
-    ``extra`` may hold ``choices`` (for a ``str`` option whose allowed values are not a Literal) or
-    ``launch=False`` (a TOML-only option)."""
+    ``extra`` may hold ``choices`` (for a ``str`` option whose allowed values are not a Literal),
+    ``launch=False`` (a TOML-only option) or ``launch_default`` (the launch command's default where it differs
+    from the daemon's, e.g. MSight's key layout for ``msight_launch_aws_video_pusher``)."""
     return dataclasses.field(default=default, kw_only=kw_only, metadata={"help": help, "flags": flags, **extra})
 
 
@@ -213,3 +218,107 @@ class DumperOptions(NodeOptions):
     def retention_policy(self) -> RetentionPolicy:
         """The retention limits, parsed (``ValueError`` naming the option if one is unusable)."""
         return RetentionPolicy.parse(self.retain_days, self.retain_max_size, self.min_free_space)
+
+
+@dataclass(frozen=True)
+class UploaderOptions(NodeOptions):
+    """``msight_launch_aws_video_pusher`` (MSight's flags) and the ``video_s3_uploader`` kind: segments into
+    an S3-compatible store, either from a dumper's ``save_dir`` or received on ``subscribe_topic`` and
+    spooled in ``spool_dir``. Credentials: boto3's lookup, or the two TOML-only keys (never flags: a command
+    line is readable by every user of the machine)."""
+
+    bucket_name: str = option(help="bucket to upload into")
+    subscribe_topic: str | None = option(
+        None, "segment topic to receive and upload (segments wait in --spool-dir)", flags=("-st", "--subscribe-topic")
+    )
+    save_dir: str | None = option(None, "instead of a topic: upload what a dumper writes into this directory")
+    spool_dir: str | None = option(
+        None, "where received segments wait, durably (default $STATE_DIRECTORY/spool/NAME or ~/.local/state/...)"
+    )
+    prefix: str = option("", "key prefix inside the bucket")
+    key_layout: Literal["utc", "msight"] = option(
+        "utc",
+        "msight: <device>/<sensor>/<YYYY-MM-DD>/<HH>/<first>_<last>.mp4 (MSight's, local time); "
+        "utc: <device>/<sensor>/<YYYY>/<MM>/<DD>/<HH>/<file name on disk>",
+        launch_default="msight",
+    )
+    endpoint_url: str | None = option(None, "any S3-compatible store, e.g. http://seaweedfs:8333 (default: AWS)")
+    aws_region: str = option("us-east-1", "region of the bucket")
+    use_dualstack_endpoint: bool = option(False, "use AWS's IPv4+IPv6 endpoint")
+    aws_access_key_id: str | None = dataclasses.field(
+        default=None, repr=False, metadata={"help": "access key (else boto3's lookup)", "launch": False}
+    )
+    aws_secret_access_key: str | None = dataclasses.field(
+        default=None, repr=False, metadata={"help": "secret key (else boto3's lookup)", "launch": False}
+    )
+    #: None: False with save_dir (the dumper's files stay for retention), True with a spool (always emptied).
+    delete_after_upload: bool | None = option(None, "with --save-dir: delete each pair once verified in the store")
+    max_bandwidth: int | None = option(None, "bytes per second over all uploads (default: no limit)")
+    concurrency: int = option(2, "uploads at once")
+    multipart_threshold: int = option(DEFAULT_MULTIPART_THRESHOLD, "bytes above which a file goes in parts")
+    multipart_part_size: int = option(DEFAULT_MULTIPART_THRESHOLD, f"bytes per part (>= {MIN_PART_BYTES})")
+    wait_s: float = option(0.0, "seconds to wait before starting", flags=("-w", "--wait"))
+    max_pending_segments: int = option(
+        100, "received segments kept in memory while they cannot be spooled", launch=False
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.bucket_name or "/" in self.bucket_name:
+            raise ConfigError(f"bucket_name must be a bucket name (no '/'), got {self.bucket_name!r}")
+        if (self.save_dir is None) == (self.subscribe_topic is None):
+            raise ConfigError(
+                "set exactly one of save_dir (upload what a dumper writes there) or subscribe_topic (receive "
+                "segments and spool them in spool_dir)"
+            )
+        if self.save_dir is not None and not self.save_dir:
+            raise ConfigError("save_dir must not be empty")
+        if self.spool_dir is not None and self.subscribe_topic is None:
+            raise ConfigError("spool_dir is only used with subscribe_topic; with save_dir, uploads come from there")
+        if self.subscribe_topic is not None and self.delete_after_upload is False:
+            raise ConfigError("delete_after_upload cannot be false with subscribe_topic: the spool is always emptied")
+        if self.key_layout not in KEY_LAYOUTS:
+            raise ConfigError(f"key_layout must be one of {', '.join(KEY_LAYOUTS)}, got {self.key_layout!r}")
+        try:
+            normalize_prefix(self.prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint_url must start with http:// or https://, got {self.endpoint_url!r}")
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ConfigError("set both aws_access_key_id and aws_secret_access_key, or neither (boto3's lookup)")
+        self._validate_transfer()
+
+    def _validate_transfer(self) -> None:
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency must be 1-{MAX_CONCURRENCY}, got {self.concurrency}")
+        if self.max_bandwidth is not None and self.max_bandwidth < MIN_BANDWIDTH:
+            raise ConfigError(
+                f"max_bandwidth is in bytes per second and must be >= {MIN_BANDWIDTH}, got {self.max_bandwidth}"
+            )
+        if self.multipart_threshold < 1:
+            raise ConfigError(f"multipart_threshold must be >= 1 byte, got {self.multipart_threshold}")
+        if self.multipart_part_size < MIN_PART_BYTES:
+            raise ConfigError(
+                f"multipart_part_size must be >= {MIN_PART_BYTES} (S3's minimum part), got {self.multipart_part_size}"
+            )
+        if self.wait_s < 0 or self.max_pending_segments < 1:
+            raise ConfigError("wait must be >= 0 seconds and max_pending_segments >= 1")
+
+    @property
+    def spooling(self) -> bool:
+        return self.subscribe_topic is not None
+
+    def directory(self) -> Path:
+        """The directory uploads come from: the save dir, or the spool. The spool's default survives
+        reboots (unlike /tmp): ``$STATE_DIRECTORY/spool/<name>`` under systemd (``StateDirectory=msightd``,
+        /var/lib/msightd), else ``$XDG_STATE_HOME/msightd/spool/<name>`` (``~/.local/state/...``)."""
+        if self.save_dir is not None:
+            return Path(self.save_dir).expanduser().absolute()
+        if self.spool_dir is not None:
+            return Path(self.spool_dir).expanduser().absolute()
+        systemd_state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        if systemd_state:
+            return Path(systemd_state) / "spool" / self.name
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "msightd" / "spool" / self.name

@@ -10,11 +10,13 @@ from testbed.waiting import wait_for
 from tests.support.processes import Proc, command
 
 
-def launch(processes: list[Proc], tmp_path: Path, name: str, args: list[str], redis_url: str) -> Proc:
+def launch(
+    processes: list[Proc], tmp_path: Path, name: str, args: list[str], redis_url: str, env: dict[str, str] | None = None
+) -> Proc:
     proc = Proc(
         [command(args[0]), *args[1:], "--log-format", "json"],
         tmp_path / f"{name}.log",
-        env={"MSIGHT_REDIS_URL": redis_url, "MSIGHT_EDGE_DEVICE_NAME": "test-edge"},
+        env={"MSIGHT_REDIS_URL": redis_url, "MSIGHT_EDGE_DEVICE_NAME": "test-edge", **(env or {})},
         cwd=tmp_path,
     )
     processes.append(proc)

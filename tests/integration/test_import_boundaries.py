@@ -41,6 +41,7 @@ def test_msightd_check_imports_no_media_library() -> None:
     imported = imported_top_level(done.stderr)
     assert "msightd" in imported, "importtime output not understood: the check below would prove nothing"
     assert not imported & set(MEDIA_MODULES), f"msightd check loaded {imported & set(MEDIA_MODULES)}"
+    assert not imported & {"boto3", "botocore"}, "only the uploader's own process needs the S3 client"
 
 
 @pytest.mark.timeout(90)

@@ -35,10 +35,13 @@ def test_every_flag_is_its_option(kind: str) -> None:
         assert tuple(action.option_strings) == launch.flags_of(field)
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         assert action.required == required, dest
-        assert action.default is None, "defaults live in the dataclass, so only given flags are validated"
+        # defaults live in the dataclass, so only given flags are validated; a command's own default
+        # (launch_default) counts as given
+        assert action.default == field.metadata.get("launch_default"), dest
         assert action.help is not None and action.help.startswith(field.metadata["help"])
-        if not required and field.default not in (None, False):
-            assert f"(default {field.default})" in action.help, dest
+        shown = field.metadata.get("launch_default", field.default)
+        if not required and shown not in (None, False):
+            assert f"(default {shown})" in action.help, dest
         expected = field.metadata.get("choices") or (
             typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
         )
