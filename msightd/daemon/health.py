@@ -289,8 +289,31 @@ def with_readings(
 
 
 def pipeline_health(
-    snapshots: Iterable[Mapping[str, Any]], registry: Any, specs: Iterable[_NodeSpecLike], now: float
+    snapshots: Iterable[Mapping[str, Any]],
+    registry: Any,
+    specs: Iterable[_NodeSpecLike],
+    now: float,
+    min_free_bytes: Mapping[str, float] | None = None,
 ) -> HealthReport:
     """The daemon's verdict: node snapshots plus the readings in its aggregated metrics ``registry``."""
     readings = readings_from_metrics(registry.collect())
-    return evaluate(with_readings(snapshots, readings), expectations_for(specs), now)
+    return evaluate(with_readings(snapshots, readings), expectations_for(specs, min_free_bytes=min_free_bytes), now)
+
+
+def disk_low_thresholds(specs: Iterable[_NodeSpecLike], filesystem_bytes: Any) -> dict[str, float]:
+    """Per dumper with a ``min_free_space`` floor: the free space under which its disk is reported, half the
+    floor. Retention holds free space right at the floor (deleting the oldest as segments arrive), so the floor
+    itself would flap; under half of it retention is not keeping up (segments it may not delete, not yet
+    uploaded, or other files filling the disk). ``filesystem_bytes(save_dir)`` gives the size the percentage
+    floors are taken of (None when the directory cannot be read: no threshold then)."""
+    from msightd.storage.sizes import parse_space_floor
+
+    thresholds = {}
+    for spec in specs:
+        floor = getattr(spec.options, "min_free_space", None)
+        if floor is None:
+            continue
+        size = filesystem_bytes(spec.options.save_dir)
+        if size is not None:
+            thresholds[spec.name] = parse_space_floor(floor).bytes_for(size) / 2
+    return thresholds

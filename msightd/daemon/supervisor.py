@@ -31,7 +31,7 @@ from msightd.config.load import load_config
 from msightd.config.model import DaemonConfig, NodeSpec
 from msightd.config.schema import ConfigFileError
 from msightd.daemon.broker import RedisServerProcess
-from msightd.daemon.health import HealthReport, pipeline_health
+from msightd.daemon.health import HealthReport, disk_low_thresholds, pipeline_health
 from msightd.daemon.liveness import scan_liveness
 from msightd.daemon.metrics import SupervisorMetrics
 from msightd.daemon.process import AfterStop, NodeFiles, NodeState, ReloadPlan, SupervisedNode, describe_exit
@@ -41,6 +41,17 @@ from msightd.pdeathsig import die_with_parent
 from msightd.protocol import EXIT_CONFIG, METRICS_DIR_ENV, TLS_ENV_PREFIX, ChildLaunch, HostSettings
 
 TICK_S = 0.5
+
+
+def filesystem_bytes(directory: str) -> int | None:
+    """Size of the filesystem holding ``directory`` (None if it cannot be read: a disk not mounted yet)."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    return stats.f_blocks * stats.f_frsize
+
+
 #: How long a hung node gets to write its stack dump (SIGUSR1) before SIGKILL.
 HANG_DUMP_WAIT_S = 0.5
 
@@ -434,7 +445,8 @@ class Supervisor:
     def health(self) -> HealthReport:
         """The pipeline's health now, from the last snapshot and the nodes' metrics (disk, uploads).
         Thread-safe (for the control socket and the HTTP listener)."""
-        return pipeline_health(self._snapshot["nodes"], self._metrics.registry, self.config.nodes, time.time())
+        floors = disk_low_thresholds(self.config.nodes, filesystem_bytes)
+        return pipeline_health(self._snapshot["nodes"], self._metrics.registry, self.config.nodes, time.time(), floors)
 
     def status(self) -> dict[str, Any]:
         """``msightd status``'s answer: the snapshot and the health verdict."""

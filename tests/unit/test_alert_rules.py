@@ -63,6 +63,10 @@ BREAKING_CHANGES = {
     "MsightdDiskNearlyFull": ("predict_linear(msightd_storage_free_bytes[1h], 4 * 3600) < 0", "vector(1)"),
     "MsightdDiskFull": ("< 0.02", "< 0.01"),
     "MsightdUploadBacklogTooOld": ("> 3600", "> 7200"),
+    "MsightdSaveDirUnusable": (
+        "msightd_save_dir_usable == 0\n        for: 2m",
+        "msightd_save_dir_usable == 0\n        for: 5m",
+    ),
 }
 
 

@@ -14,6 +14,7 @@ from msightd.daemon.health import (
     DEFAULT_CAMERA_SILENCE_S,
     HealthReport,
     NodeExpectation,
+    disk_low_thresholds,
     evaluate,
     expectations_for,
     readings_from_metrics,
@@ -198,3 +199,31 @@ def test_a_dumper_whose_save_dir_is_unusable_is_reported() -> None:
     registry = CollectorRegistry()
     Gauge("msightd_save_dir_usable", "", ("node",), registry=registry).labels("dump").set(0)
     assert readings_from_metrics(registry.collect()) == {"dump": {"save_dir_usable": 0.0}}
+
+
+@dataclass(frozen=True)
+class DumperOptions:
+    save_dir: str
+    min_free_space: str | int | None = None
+
+
+def test_disk_low_is_half_the_dumpers_free_space_floor_of_its_filesystem() -> None:
+    """Retention holds free space at the floor; half of it means retention is not keeping up."""
+    specs = [
+        Spec("pct", "video_local_dumper", DumperOptions("/a", "10%")),
+        Spec("abs", "video_local_dumper", DumperOptions("/b", "2GB")),
+        Spec("none", "video_local_dumper", DumperOptions("/c")),
+        Spec("gone", "video_local_dumper", DumperOptions("/missing", "1GB")),
+    ]
+    sizes = {"/a": 500e9, "/b": 100e9, "/c": 100e9}
+    thresholds = disk_low_thresholds(specs, sizes.get)
+    assert thresholds == {"pct": 25e9, "abs": 1e9}
+    report = evaluate(
+        [
+            node("pct", "video_local_dumper", storage_free_bytes=24e9),
+            node("abs", "video_local_dumper", storage_free_bytes=1.5e9),
+        ],
+        expectations_for(specs, min_free_bytes=thresholds),
+        NOW,
+    )
+    assert problems(report) == [("pct", "disk_low")]
