@@ -87,7 +87,7 @@ def test_a_frozen_node_of_each_kind_is_killed_restarted_and_nothing_is_lost(
             assert replaced["last_exit"].endswith("killed by SIGKILL")
             assert replaced["hangs"] == 1
             hung_lines = [e for e in daemon.proc.has_event("node_hung") if e["node_name"] == name]
-            assert len(hung_lines) == 1 and hung_lines[0]["heartbeat_age_s"] > LIVENESS_S
+            assert len(hung_lines) == 1 and hung_lines[0]["heartbeat_age_s"] >= LIVENESS_S  # logged to 0.1 s
             assert total(scrape(daemon.metrics_port), "msightd_node_hangs_total") == hangs
             count = len(segments_on_disk(save_dir))
             wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 60, f"segments after {name} came back")  # noqa: B023
