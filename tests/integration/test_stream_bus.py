@@ -60,8 +60,8 @@ def make_bus(settings: RedisSettings, log: Any) -> Iterator[BusFactory]:
     """Open stream buses (one per simulated process); all are closed at the end."""
     opened: list[RedisStreamBus] = []
 
-    def make(consumer: str = GROUP, maxlen: int = 10_000, **options: Any) -> RedisStreamBus:
-        bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=consumer, maxlen=maxlen, **options)
+    def make(consumer: str = GROUP, group: str = GROUP, maxlen: int = 10_000, **options: Any) -> RedisStreamBus:
+        bus = RedisStreamBus(settings, log, consumer_group=group, consumer_name=consumer, maxlen=maxlen, **options)
         opened.append(bus)
         return bus
 
@@ -258,6 +258,61 @@ def test_maxlen_keeps_the_stream_bounded(make_bus: BusFactory, raw: redis.Redis)
     # "MAXLEN ~" trims whole radix-tree nodes, so up to one node's worth of entries may remain
     node_entries = int(str(raw.config_get("stream-node-max-entries")["stream-node-max-entries"]))
     assert maxlen <= raw.xlen(TOPIC) <= maxlen + node_entries
+
+
+def drive(*subscriptions: StreamSubscription) -> None:
+    """Let each subscription's receiving thread run (it flushes acks and trims)."""
+    for subscription in subscriptions:
+        assert subscription.receive(timeout_s=0.2) is None
+
+
+def test_entries_every_group_acknowledged_are_trimmed_and_no_other(make_bus: BusFactory, raw: redis.Redis) -> None:
+    """Two groups, one with two consumers: the broker keeps exactly the entries from the oldest one some
+    group has not acknowledged (pending in one consumer, or not yet delivered to a group) onwards."""
+    sent = [b"%d" % i for i in range(20)]
+    for payload in sent:
+        make_bus().publish(TOPIC, payload)
+    ids = [entry_id for entry_id, _ in raw.xrange(TOPIC)]
+    first = make_bus(consumer="c1", trim_interval_s=0).subscribe([TOPIC])
+    second = make_bus(consumer="c2", trim_interval_s=0).subscribe([TOPIC])
+    other = make_bus(consumer="u1", group="uploader", trim_interval_s=0).subscribe([TOPIC])
+    from_first = receive_n(first, 10)  # c1 takes 0..9 (one read), c2 takes 10..19
+    from_second = receive_n(second, 10)
+    from_other = receive_n(other, 10)  # the uploader group is delivered 0..9 only
+
+    for delivery in from_first + from_second[:2] + from_second[3:] + from_other:
+        delivery.ack()  # all but entry 12, which c2 still holds
+    drive(first, second)  # the dumper group's subscribers trim (the uploader's would read on)
+    assert raw.xrange(TOPIC)[0][0] == ids[10] and raw.xlen(TOPIC) == 10, "undelivered to the uploader group: kept"
+    for delivery in receive_n(other, 10):
+        delivery.ack()
+    drive(other)
+    assert raw.xrange(TOPIC)[0][0] == ids[12] and raw.xlen(TOPIC) == 8, "pending in one consumer: kept"
+    from_second[2].ack()
+    drive(second)
+    assert raw.xlen(TOPIC) == 0, "everything acknowledged by every group is gone from the broker"
+    for subscription in (first, second, other):
+        subscription.close()
+
+
+def test_trimming_is_periodic_and_maxlen_stays_the_cap(make_bus: BusFactory, raw: redis.Redis) -> None:
+    bus = make_bus(maxlen=100, trim_interval_s=30)
+    subscription = bus.subscribe([TOPIC])
+    drive(subscription)  # creates the group
+    for i in range(3):
+        bus.publish(TOPIC, b"%d" % i)
+    for delivery in receive_n(subscription, 3):
+        delivery.ack()
+    drive(subscription)
+    assert raw.xlen(TOPIC) == 0, "the first acknowledgement trims at once"
+    for i in range(300):
+        bus.publish(TOPIC, b"%d" % i)
+    for delivery in receive_n(subscription, 100):
+        delivery.ack()
+    drive(subscription)
+    node_entries = int(str(raw.config_get("stream-node-max-entries")["stream-node-max-entries"]))
+    assert 100 <= raw.xlen(TOPIC) <= 100 + node_entries, "within the interval only MAXLEN trims"
+    subscription.close()
 
 
 def test_takes_over_entries_left_pending_by_another_consumer(make_bus: BusFactory) -> None:
