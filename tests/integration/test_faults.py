@@ -244,9 +244,13 @@ def test_a_full_disk_keeps_segments_until_there_is_room(
     shutil.rmtree(save_dir, ignore_errors=True)
 
 
-def test_source_backlog_bridges_a_broker_outage_and_reports_what_it_dropped(
-    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+def test_source_backlog_bridges_a_broker_outage_in_capture_order_keeping_the_newest(
+    persistent_redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
 ) -> None:
+    """The broker keeps an append-only file, so after the outage it holds every frame ever published: the
+    camera's frames must be there in capture order, with one gap, the oldest frames of the outage, of
+    exactly the size reported."""
+    redis_server = persistent_redis_server
     source = launch(
         processes,
         tmp_path,
@@ -262,7 +266,25 @@ def test_source_backlog_bridges_a_broker_outage_and_reports_what_it_dropped(
     redis_server.start()
     overflow = wait_for(lambda: source.has_event("backlog_overflowed"), 60, "the drop count once the broker is back")
     dropped = overflow[0]["dropped_frames"]
-    kept = len(published_frame_ids(redis_server.url, "frames"))
-    print(f"\nbroker down ~4 s with a 15-frame backlog: {dropped} frames dropped and reported, backlog published")
-    assert dropped >= 10 and kept >= 15
-    assert source.process.poll() is None
+    captured_before = len(source.has_event("frame_captured"))
+    wait_for(lambda: len(source.has_event("frame_captured")) >= captured_before + 10, 30, "frames after the outage")
+    assert source.process.poll() is None, "the node never exits over the broker"
+    assert source.terminate() == 0
+
+    events = source.events()
+    captured = [e["frame_id"] for e in events if e["event"] == "frame_captured"]
+    first_failure = next(i for i, e in enumerate(events) if e["event"] == "publish_failed")
+    outage_start = sum(e["event"] == "frame_captured" for e in events[:first_failure]) - 1  # the frame that failed
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        frames = [decode_frame(fields[b"d"]) for _, fields in client.xrange("frames")]
+    finally:
+        client.close()
+    published = [frame.frame_id for frame in frames]
+    stamps = [frame.capture_timestamp for frame in frames]
+    print(f"\nbroker down ~4 s with a 15-frame backlog: {dropped} oldest frames dropped and reported, rest in order")
+    assert dropped >= 10
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), "published in capture order"
+    assert published == captured[:outage_start] + captured[outage_start + dropped :], (
+        "everything but the oldest frames of the outage, in capture order"
+    )
