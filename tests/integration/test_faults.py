@@ -101,6 +101,7 @@ def test_repeated_kill_9_of_every_node_loses_and_duplicates_nothing(
         restarts = {name: node["restarts"] for name, node in daemon.nodes().items()}
         daemon.proc.process.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(90) == 0
+        assert bool(daemon.proc.has_event("frame_ring_opened")) == (frames != "jpeg")
     assert restarts == dict.fromkeys(("rtsp_node", "image_aggregator", "video_dumper"), rounds)
 
     published = published_frame_ids(redis_server.url, "rtsp_images")
@@ -145,6 +146,7 @@ def test_broker_restart_mid_run_is_survived_without_a_crash(
         assert [e for e in events if e["event"] == "bus_disconnected"]
         assert [e for e in events if e["event"] == "bus_reconnected"]
         assert [e for e in events if e["event"] == "bus_group_recreated"], "a real restart: the broker came back empty"
+        assert bool(daemon.proc.has_event("frame_ring_opened")) == (frames != "jpeg")
         daemon.proc.process.send_signal(signal.SIGTERM)  # compare files at rest, not mid-write
         assert daemon.proc.wait(90) == 0
     assert_complete_segments(save_dir)
