@@ -19,8 +19,8 @@ import av
 import cv2
 import numpy as np
 
-from msightd.media.formats import Decoder
 from msightd.logs import redact_url, redact_urls_in
+from msightd.media.formats import Decoder
 from msightd.media.i420 import Planes, copy_planes, frame_planes
 
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from msightd.media.sample import sample_frame
+from msightd.media.video import EncoderSettings
 from msightd.messages import SegmentMessage
-from msightd.sample import sample_frame
-from msightd.video import EncoderSettings, encode_segment, probe_video
+from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
+from tests.support.video import encode_segment, probe_video
 
 START = 1769254140.5  # 2026-01-24 11:29:00.5 UTC; 06:29:00.5 in Detroit
 

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from msightd.embedded_redis import RedisServerProcess
-from msightd.sample import write_sample_video
+from msightd.media.sample import write_sample_video
+from testbed.ports import free_port
+from testbed.waiting import wait_for
 from tests.integration.daemon import Daemon, pid_alive, pipeline_toml, running_daemon
 from tests.integration.pipeline import segments_on_disk
-from tests.support.ports import free_port
-from tests.support.processes import Proc, command, wait_for
+from tests.support.processes import Proc, command
+from tests.support.redis import TcpRedisServer
 
 
 def config(*nodes: str, grace_period_s: float = 15) -> str:
@@ -157,7 +158,7 @@ def test_a_broker_down_at_start_is_reported_once_per_node_and_nodes_keep_going(
     consumers = ("image_aggregator", "video_dumper")
     with running_daemon(lambda d, p: pipeline_toml(sample_video, d, p, redis_url=url), tmp_path, processes) as daemon:
         time.sleep(4)  # ~40 frames wait in the camera node; consumers retry with backoff
-        broker = RedisServerProcess(port=port)
+        broker = TcpRedisServer(port=port)
         broker.start()
         try:
             wait_for(lambda: len(segments_on_disk(tmp_path / "videos")) >= 2, 60, "segments once the broker is up")

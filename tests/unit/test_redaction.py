@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from msightd.bus.connection import resolve_redis_settings
-from msightd.config import ConfigFileError, load_config
+from msightd.config.load import load_config
+from msightd.config.schema import ConfigFileError
 from msightd.logs import redact_url, redact_urls_in
 
 
