@@ -237,11 +237,15 @@ def test_no_password_reaches_the_logs(sample_video: Path, tmp_path: Path, proces
         60,
         "the unreachable camera and broker to be reported",
     )
+    # any local user can read a command line (ps): the nodes' must not carry the URLs
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.pid)], capture_output=True, text=True)
+    command_lines = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in children.stdout.split()]
+    assert len(command_lines) == 4 and all("msightd.host" in line for line in command_lines)
     assert daemon.terminate() == 0
     for name in cameras:
         assert seen("source_open_failed", name)[0]["url"] == f"rtsp://***@127.0.0.1:{camera_port}/stream"
     assert seen("broker_unreachable", "dumper")[0]["broker"] == f"redis://***@127.0.0.1:{broker_port}/0"
     assert daemon.has_event("daemon_started")[0]["broker"] == f"redis://***@127.0.0.1:{broker_port}/0"
-    text = daemon.text() + check.stdout + check.stderr
+    text = daemon.text() + check.stdout + check.stderr + "\n".join(command_lines)
     for secret in ("se@cr", "cr:et", "et/pw", "r3d", "is:pw"):
         assert secret not in text, f"{secret!r} leaked: {[line for line in text.splitlines() if secret in line][:3]}"
