@@ -81,20 +81,24 @@ class StreamTrimmer:
         if self._refused or not self._waiting or now < self._next_at:
             return
         self._next_at = now + self._interval_s
-        while self._waiting:
-            topic = self._waiting.pop()
+        for topic in sorted(self._waiting):  # a connection error leaves the rest noted for the next time
             try:
                 floor = oldest_needed(self._client, topic)
                 if floor is not None:
                     self._client.xtrim(topic, minid=f"{floor[0]}-{floor[1]}", approximate=False)
             except redis.ResponseError as exc:
-                if str(exc).startswith(("ERR no such key", "NOGROUP")):
-                    continue  # the broker lost the stream or a group meanwhile: nothing to trim this time
-                self._refused = True
-                self._log.warning(
-                    "bus_trim_refused",
-                    topic=topic,
-                    error=str(exc),
-                    hint="acknowledged entries stay in the broker until maxlen trims them",
-                )
-                return
+                # the broker lost the stream or a group meanwhile: nothing to trim this time
+                if not str(exc).startswith(("ERR no such key", "NOGROUP")):
+                    self._refuse(topic, exc)
+                    return
+            self._waiting.discard(topic)
+
+    def _refuse(self, topic: str, exc: redis.ResponseError) -> None:
+        self._refused = True
+        self._waiting.clear()
+        self._log.warning(
+            "bus_trim_refused",
+            topic=topic,
+            error=str(exc),
+            hint="acknowledged entries stay in the broker until maxlen trims them",
+        )

@@ -314,6 +314,27 @@ def test_trimming_is_periodic_and_maxlen_stays_the_cap(make_bus: BusFactory, raw
     subscription.close()
 
 
+def test_a_broker_that_refuses_trimming_is_said_once_and_reading_goes_on(
+    raw: redis.Redis, redis_server: RedisEndpoint, log: Any, capture: LogCapture
+) -> None:
+    """An ACL without XTRIM (a managed Redis, say): acknowledged entries stay, MAXLEN bounds them."""
+    raw.acl_setuser("no-trim", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xtrim"])
+    settings = RedisSettings(url=redis_server.url.replace("redis://", "redis://no-trim:pw@"))
+    bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=GROUP, maxlen=100, trim_interval_s=0)
+    try:
+        subscription = bus.subscribe([TOPIC])
+        for round_ in range(2):
+            bus.publish(TOPIC, b"%d" % round_)
+            [delivery] = receive_n(subscription, 1)
+            delivery.ack()
+            drive(subscription)
+        assert raw.xlen(TOPIC) == 2
+        assert [e["topic"] for e in events(capture, "bus_trim_refused")] == [TOPIC]
+        subscription.close()
+    finally:
+        bus.close()
+
+
 def test_takes_over_entries_left_pending_by_another_consumer(make_bus: BusFactory) -> None:
     old_bus = make_bus(consumer="old-name")
     for i in range(3):
