@@ -211,7 +211,7 @@ def test_no_password_reaches_the_logs(sample_video: Path, tmp_path: Path, proces
     )
     config = tmp_path / "msightd.toml"
     config.write_text(
-        f'[redis]\nurl = "{broker}"\n[metrics]\nenabled = false\n{nodes}'
+        f'[redis]\nurl = "{broker}"\n[metrics]\nenabled = false\n[web]\nenabled = false\n{nodes}'
         f'[[nodes]]\nname = "file_cam"\nkind = "rtsp"\nurl = "{sample_video}"\nloop = true\n'
         'publish_topic = "frames"\nsensor_name = "file_cam"\n'
         f'[[nodes]]\nname = "dumper"\nkind = "video_local_dumper"\nsubscribe_topic = "segs"\nsave_dir = "{tmp_path}"\n'

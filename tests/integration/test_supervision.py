@@ -27,7 +27,9 @@ from tests.support.redis import TcpRedisServer
 
 
 def config(*nodes: str, grace_period_s: float = 15) -> str:
-    return f"[metrics]\nenabled = false\n[daemon]\ngrace_period_s = {grace_period_s}\n" + "".join(nodes)
+    # no listening ports: tests run side by side
+    head = f"[metrics]\nenabled = false\n[web]\nenabled = false\n[daemon]\ngrace_period_s = {grace_period_s}\n"
+    return head + "".join(nodes)
 
 
 def dumper(name: str, save_dir: Path, **policy: Any) -> str:
