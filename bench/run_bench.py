@@ -497,6 +497,7 @@ class PipelineRun:
     window: Window
     tracked: dict[str, Tracked]
     kinds: dict[str, str]
+    broker: dict[str, Any]
 
 
 def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> PipelineRun:
@@ -525,6 +526,7 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
             for name, pid in wait_for_nodes(daemon, runtime_dir, names, log_path).items():
                 sampler.track(name, pid)
             window = measure_window(args, sampler, metrics_port, runtime_dir)
+            broker_held = broker_memory(broker.url, broker_dir)
             sampler.fast()  # the aggregator's and dumper's CPU at exit is their last sample
             stop_daemon(daemon, log_path)
             tracked = {label: sampler.get(label) for label in sampler.labels()}
@@ -543,7 +545,29 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
         window=window,
         tracked=tracked,
         kinds=kinds | {"broker": "broker", "daemon": "daemon"},
+        broker=broker_held,
     )
+
+
+def broker_memory(url: str, data_dir: Path | None) -> dict[str, Any]:
+    """What the broker holds at the end of the measured window: Redis's own count of its data
+    (``used_memory``), the server's RSS, the entries left in each topic (what consumers have not acknowledged
+    yet: acknowledged ones are trimmed) and the append-only file (on a tmpfs, as /run is: RAM too)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("memory")
+        entries = {topic: int(client.xlen(topic)) for topic in (FRAME_TOPIC, SEGMENT_TOPIC)}
+    finally:
+        client.close()
+    aof = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()) if data_dir else None
+    return {
+        "used_memory_mb": round(int(info["used_memory"]) / 2**20, 1),
+        "rss_mb": round(int(info["used_memory_rss"]) / 2**20, 1),
+        "stream_entries": entries,
+        "append_only_file_mb": round(aof / 2**20, 1) if aof is not None else None,
+    }
 
 
 def wait_for_nodes(
@@ -786,6 +810,7 @@ def pipeline_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
         "run_s": round(run.window.run_s, 2),
         "window_s": round(run.window.window_s, 2),
         "nodes": nodes,
+        "broker_memory": run.broker,
         "total_cpu_s_per_frame": _round(total_per_frame(nodes), 6),
         "total_cores": _round(sum(n["cores"] or 0.0 for n in nodes.values())),
         **frame_accounting(run),
@@ -968,6 +993,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"dropped {pipeline['frames_dropped']}, duplicated {pipeline['frames_duplicated']} "
         f"(by {pipeline['accounting']}); node restarts {restarts}",
         backlog_line(pipeline),
+        broker_line(pipeline),
         f"capture-to-disk latency: p50 {_fmt(latency['p50'], '.2f')} s, p99 {_fmt(latency['p99'], '.2f')} s, "
         f"max {_fmt(latency['max'], '.2f')} s ({latency['n']} full segments); "
         f"mean encode {_fmt(pipeline['encode_seconds_mean'], '.2f')} s",
@@ -987,6 +1013,17 @@ def backlog_line(pipeline: dict[str, Any]) -> str:
         killed = ", ".join(pipeline["nodes_killed_on_stop"])
         line += f"; SIGKILLed after the {GRACE_PERIOD_S:g} s grace period: {killed}"
     return line
+
+
+def broker_line(pipeline: dict[str, Any]) -> str:
+    held = pipeline["broker_memory"]
+    entries = ", ".join(f"{topic} {count}" for topic, count in held["stream_entries"].items())
+    aof = held["append_only_file_mb"]
+    return (
+        f"broker at the end: used_memory {held['used_memory_mb']:.1f} MB, RSS {held['rss_mb']:.1f} MB "
+        f"(peak {pipeline['nodes']['broker']['rss_max_mb']:.1f}); entries held: {entries}"
+        + (f"; append-only file {aof:.1f} MB" if aof is not None else "")
+    )
 
 
 def overloaded(pipeline: dict[str, Any]) -> bool:

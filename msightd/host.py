@@ -1,6 +1,6 @@
 """Host one node in this process: logging, signals, metrics, bus, then ``node.run()``.
 
-Both the ``msight_launch_*`` commands and the daemon's children (``python -m msightd.host '<json>'``, see
+Both the ``msight_launch_*`` commands and the daemon's children (``python -m msightd.host <name>``, see
 :mod:`msightd.protocol`) end here, so a node behaves the same ad hoc and supervised. Under the daemon
 (``parent_pid`` set) the process also dies with its parent: the kernel sends SIGTERM when the daemon dies
 (``PR_SET_PDEATHSIG``), and a watcher thread catches the case where the daemon died before that was armed.
@@ -30,7 +30,7 @@ from msightd.nodes.kinds import NODE_KINDS
 from msightd.nodes.options import ConfigError
 from msightd.nodes.runtime import NodeRuntime, Pulse
 from msightd.pdeathsig import die_with_parent
-from msightd.protocol import EXIT_CONFIG, EXIT_FAILURE, ChildLaunch, HostSettings
+from msightd.protocol import EXIT_CONFIG, EXIT_FAILURE, LAUNCH_ENV, ChildLaunch, HostSettings
 from msightd.stop import StopFlag
 
 #: Seconds a node whose daemon died may take to flush before it exits regardless.
@@ -170,14 +170,14 @@ def _check_broker(settings: Any, log: Any) -> None:
         client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """A node process started by the daemon: ``python -m msightd.host '<ChildLaunch JSON>'``."""
-    args = sys.argv[1:] if argv is None else argv
+def main() -> int:
+    """A node process started by the daemon: ``python -m msightd.host <name>``, the :class:`ChildLaunch` JSON
+    in ``MSIGHTD_NODE_LAUNCH`` (taken out of the environment, so nothing this process starts inherits it)."""
     try:
-        launch = ChildLaunch.from_json(args[0])
+        launch = ChildLaunch.from_json(os.environ.pop(LAUNCH_ENV, ""))
         kind = NODE_KINDS[launch.kind]
         options = build_options(kind.options_class, launch.options, f"node {launch.options.get('name')!r}")
-    except (IndexError, KeyError, TypeError, ValueError, ConfigFileError) as exc:
+    except (KeyError, TypeError, ValueError, ConfigFileError) as exc:
         print(f"msightd node: invalid launch payload: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return run_node(kind.name, options, launch.host)

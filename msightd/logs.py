@@ -100,11 +100,23 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
 
 def redact_url(url: str) -> str:
-    """``scheme://user:password@host/...`` without its credentials, for logs and error messages."""
-    if "@" not in url or "://" not in url:
+    """``scheme://user:password@host/...`` without its credentials, for logs and error messages.
+
+    Everything between ``://`` and the *last* ``@`` is replaced by ``***``: passwords may hold ``@``, ``:``
+    and even ``/`` (IP cameras accept them unescaped), so the host is what follows the last ``@``, up to
+    the next ``/``. A URL without ``@`` is returned unchanged; one whose path or query holds an ``@``
+    loses more than its credentials (better a hidden host name than a leaked password). Text without
+    ``://`` (a file path) is returned unchanged.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
         return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def redact_urls_in(text: str, url: str) -> str:
+    """``text`` (an error message from a library, say) with every copy of ``url`` redacted."""
+    return text.replace(url, redact_url(url)) if url else text
 
 
 def get_logger(**context: Any) -> structlog.typing.FilteringBoundLogger:

@@ -1,9 +1,12 @@
 """The contract between the daemon and the node processes it starts, in one place.
 
-A node process is ``python -m msightd.host '<json>'``: the JSON is a :class:`ChildLaunch` (the node's kind, its
-validated options as a dict, and :class:`HostSettings`). The launch commands build the same
-:class:`HostSettings` from their flags, so a node runs the same way ad hoc and supervised. The child rebuilds
-its options through the same validation as the config file: a child trusts nothing it is given.
+A node process is ``python -m msightd.host <node name>`` with a :class:`ChildLaunch` as JSON in the
+``MSIGHTD_NODE_LAUNCH`` environment variable (the node's kind, its validated options as a dict, and
+:class:`HostSettings`). Not on the command line: the payload holds camera and broker URLs with their
+passwords, and any local user can read a process's command line, while its environment is its owner's.
+The launch commands build the same :class:`HostSettings` from their flags, so a node runs the same way ad
+hoc and supervised. The child rebuilds its options through the same validation as the config file: a
+child trusts nothing it is given.
 
 Besides the payload, a child gets two environment variables: ``PROMETHEUS_MULTIPROC_DIR`` (read by
 prometheus_client when it is imported, so it cannot travel in the payload) and MSight's
@@ -36,6 +39,7 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 CHILD_MODULE = "msightd.host"
+LAUNCH_ENV = "MSIGHTD_NODE_LAUNCH"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 TLS_ENV_PREFIX = "MSIGHT_REDIS_MESSAGE_BROKER_"
 
@@ -96,8 +100,12 @@ class ChildLaunch:
     host: HostSettings
 
     def argv(self) -> list[str]:
+        """The command line: only the node's name (for ``ps``); the payload goes in :meth:`environment`."""
+        return [sys.executable, "-m", CHILD_MODULE, str(self.options.get("name", self.kind))]
+
+    def environment(self) -> dict[str, str]:
         payload = {"kind": self.kind, "options": dict(self.options), "host": dataclasses.asdict(self.host)}
-        return [sys.executable, "-m", CHILD_MODULE, json.dumps(payload)]
+        return {LAUNCH_ENV: json.dumps(payload)}
 
     @classmethod
     def from_json(cls, text: str) -> ChildLaunch:

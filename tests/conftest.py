@@ -19,6 +19,13 @@ def redis_server() -> Iterator[RedisEndpoint]:
         yield endpoint
 
 
+@pytest.fixture
+def persistent_redis_server() -> Iterator[RedisEndpoint]:
+    """A private Redis with an append-only file: stopped and started again, it still holds what it had."""
+    with redis_for_test(persistent=True) as endpoint:
+        yield endpoint
+
+
 @pytest.fixture(scope="session")
 def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 640x480, 10 fps, 60-frame H.264 clip made on the spot (tests never need ../shared)."""

@@ -20,7 +20,10 @@ persistence, is whatever the producers published between the restart and this co
 Creating at ``0`` loses nothing; the price is that a brand-new consumer node first processes the
 retained history (at most ``maxlen`` entries) of a stream that already existed.
 
-Needs Redis >= 6.2 (``XAUTOCLAIM``).
+Entries every group has acknowledged are trimmed by the subscribers (see :mod:`msightd.bus.trim`), so the
+broker holds what is in flight, not ``maxlen`` entries nobody needs.
+
+Needs Redis >= 6.2 (``XAUTOCLAIM``, ``XTRIM MINID``).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from msightd.bus import BusUnavailable, Delivery
+from msightd.bus.acks import BROKER_ERRORS, AckTracker, is_error
 from msightd.bus.connection import RedisSettings
 from msightd.bus.outage import BrokerOutage
+from msightd.bus.trim import DEFAULT_TRIM_INTERVAL_S, StreamTrimmer
 
 PAYLOAD_FIELD = b"d"
 DEFAULT_CLAIM_IDLE_MS = 60_000
@@ -52,8 +57,6 @@ _CLAIM_COUNT = 10
 #: Longest single XREADGROUP BLOCK; the read socket timeout must stay above it.
 _MAX_BLOCK_MS = 1_000
 _READ_SOCKET_TIMEOUT_S = _MAX_BLOCK_MS / 1000 + 2.0
-_ACK_RETRY_S = 1.0
-_BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 Log = structlog.typing.FilteringBoundLogger
 Entry = tuple[bytes, Mapping[bytes, bytes]]
@@ -66,10 +69,6 @@ class StreamBusError(RuntimeError):
 def _no_retries() -> Retry:
     """The transport owns retrying (with backoff and one log line per outage), not redis-py."""
     return Retry(NoBackoff(), 0)
-
-
-def _is_error(exc: redis.ResponseError, code: str) -> bool:
-    return str(exc).startswith(code)
 
 
 class RedisStreamBus:
@@ -91,6 +90,7 @@ class RedisStreamBus:
         consumer_name: str,
         maxlen: int,
         claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
+        trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S,
     ) -> None:
         if not consumer_group or not consumer_name:
             raise ValueError("consumer_group and consumer_name must not be empty")
@@ -104,6 +104,7 @@ class RedisStreamBus:
         self._consumer = consumer_name
         self._maxlen = maxlen
         self._claim_idle_ms = claim_idle_ms
+        self._trim_interval_s = trim_interval_s
         self._client = settings.client(socket_timeout=10.0, socket_connect_timeout=5.0, health_check_interval=10)
         self._publisher = StreamPublisher(self._client)
         # Acks come from any thread and must not queue behind a blocked XREADGROUP: own pool, no retries.
@@ -128,6 +129,7 @@ class RedisStreamBus:
             acks=acks,
             claim_idle_ms=self._claim_idle_ms,
             batch_wait_s=batch_wait_s,
+            trim_interval_s=self._trim_interval_s,
         )
 
     def close(self) -> None:
@@ -183,100 +185,6 @@ class StreamPublisher:
                 self._connection = None
 
 
-class AckTracker:
-    """Which entries a subscription has handed out and not yet acknowledged; XACKs them from any thread.
-
-    An entry is *outstanding* from the moment it is buffered until its XACK succeeded: first *held*,
-    then *parked* if the XACK failed because the broker was away. Parked acks are retried by the
-    receiving thread (:meth:`retry_parked`); if the process dies first, the entries stay pending in
-    Redis and are redelivered after the restart. A re-read of the pending list skips outstanding
-    entries, so nothing the node still holds is delivered to it twice.
-    """
-
-    def __init__(self, client: redis.Redis, group: str, settings: RedisSettings, log: Log) -> None:
-        self._client = client
-        self._group = group
-        self._settings = settings
-        self._log = log
-        self._lock = threading.Lock()
-        self._held: set[tuple[str, bytes]] = set()
-        self._parked: set[tuple[str, bytes]] = set()
-        self._retry_at = 0.0
-        self._failing = False
-
-    def hold(self, topic: str, entry_id: bytes) -> None:
-        with self._lock:
-            self._held.add((topic, entry_id))
-
-    def is_outstanding(self, topic: str, entry_id: bytes) -> bool:
-        with self._lock:
-            key = (topic, entry_id)
-            return key in self._held or key in self._parked
-
-    def ack(self, topic: str, entry_id: bytes) -> None:
-        """Acknowledge one entry. Never raises for an unreachable broker: the ack is parked instead."""
-        with self._lock:
-            skip = time.monotonic() < self._retry_at
-        if skip:
-            self._park(topic, entry_id, None)
-            return
-        try:
-            self._client.xack(topic, self._group, entry_id)
-        except _BROKER_ERRORS as exc:
-            self._park(topic, entry_id, exc)
-            return
-        except redis.ResponseError as exc:
-            self._forget_lost(topic, [entry_id], exc)
-        with self._lock:
-            self._held.discard((topic, entry_id))
-
-    def _park(self, topic: str, entry_id: bytes, exc: BaseException | None) -> None:
-        with self._lock:
-            self._parked.add((topic, entry_id))
-            self._held.discard((topic, entry_id))
-            if exc is None:
-                return
-            self._retry_at = time.monotonic() + _ACK_RETRY_S
-            first_failure = not self._failing
-            self._failing = True
-        if first_failure:
-            self._log.warning(
-                "bus_ack_failed",
-                broker=self._settings.describe(),
-                topic=topic,
-                error=str(exc),
-                hint="the entry stays pending: acked once the broker is back, or redelivered after a restart",
-            )
-
-    def _forget_lost(self, topic: str, entry_ids: Sequence[bytes], exc: redis.ResponseError) -> None:
-        """XACK was refused. NOGROUP means the broker restarted empty and the pending entries went with
-        the group: nothing left to ack. Anything else (ACL, wrong key type) is logged, never raised into
-        the node; the entries stay pending and are redelivered after a restart."""
-        if _is_error(exc, "NOGROUP"):
-            self._log.debug("bus_ack_dropped", topic=topic, entries=len(entry_ids), reason="consumer group gone")
-            return
-        self._log.error("bus_ack_rejected", topic=topic, entries=len(entry_ids), error=str(exc))
-
-    def retry_parked(self) -> None:
-        """XACK every parked entry (receiving thread). Raises the broker's connection errors."""
-        with self._lock:
-            if not self._parked or time.monotonic() < self._retry_at:
-                return
-            parked = sorted(self._parked)
-        by_topic: dict[str, list[bytes]] = {}
-        for topic, entry_id in parked:
-            by_topic.setdefault(topic, []).append(entry_id)
-        for topic, entry_ids in by_topic.items():
-            try:
-                self._client.xack(topic, self._group, *entry_ids)
-            except redis.ResponseError as exc:
-                self._forget_lost(topic, entry_ids, exc)
-        with self._lock:
-            self._parked.difference_update(parked)
-            self._failing = False
-        self._log.info("bus_acks_flushed", entries=len(parked), broker=self._settings.describe())
-
-
 class StreamSubscription:
     """Receives from streams through a consumer group; survives broker restarts.
 
@@ -301,6 +209,7 @@ class StreamSubscription:
         acks: AckTracker,
         claim_idle_ms: int,
         batch_wait_s: float = 0.0,
+        trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S,
     ) -> None:
         if not topics:
             raise ValueError("subscribe to at least one topic")
@@ -328,6 +237,7 @@ class StreamSubscription:
         self._replay: dict[str, bytes] = {}
         self._replayed = 0
         self._outage = BrokerOutage(settings, self._topics, log)
+        self._trimmer = StreamTrimmer(self._client, log, trim_interval_s)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -340,7 +250,7 @@ class StreamSubscription:
                 return None
             try:
                 self._fill(deadline - time.monotonic())
-            except _BROKER_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 self._broker_lost(exc)
                 return None
             self._broker_back()
@@ -353,12 +263,13 @@ class StreamSubscription:
             if not self._synced:
                 self._sync()
             self._acks.retry_parked()
+            self._trimmer.trim(self._acks.take_acked_topics())
             if self._replay:
                 self._read_pending()
             else:
                 self._read_new(remaining_s)
         except redis.ResponseError as exc:
-            if not _is_error(exc, "NOGROUP"):
+            if not is_error(exc, "NOGROUP"):
                 raise StreamBusError(f"cannot read {self._topics} on {self._settings.describe()}: {exc}") from exc
             self._synced = False  # the stream or its group vanished under us: recreate on the next pass
 
@@ -375,7 +286,7 @@ class StreamSubscription:
             try:
                 self._client.xgroup_create(topic, self._group, id=GROUP_START_ID, mkstream=True)
             except redis.ResponseError as exc:
-                if not _is_error(exc, "BUSYGROUP"):
+                if not is_error(exc, "BUSYGROUP"):
                     raise StreamBusError(f"cannot create consumer group on stream {topic!r}: {exc}") from exc
             else:
                 self._log_group_created(topic)

@@ -20,7 +20,7 @@ from msightd.config.schema import ConfigFileError
 from msightd.daemon.app import BROKER_DATA_DIR, StartError, runtime_dir_for, serve
 from msightd.daemon.control import SOCKET_NAME, request_status
 from msightd.daemon.demo import demo_document
-from msightd.logs import LOG_FORMATS, LOG_LEVELS
+from msightd.logs import LOG_FORMATS, LOG_LEVELS, redact_url
 from msightd.protocol import EXIT_CONFIG
 
 #: ``msightd status`` when the daemon answers but a node is failed, hung, silent or short of disk (for cron,
@@ -51,7 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"msightd: warning: {warning}", file=sys.stderr)
-    broker = config.redis_url or "embedded redis-server"
+    broker = redact_url(config.redis_url) if config.redis_url else "embedded redis-server"
     print(f"{config.path}: OK, {len(config.nodes)} nodes ({', '.join(n.name for n in config.nodes)}); broker: {broker}")
     return 0
 

@@ -80,7 +80,9 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
             f"{where}: [redis] key 'persistence' must be one of {', '.join(PERSISTENCE_MODES)}, got {persistence!r}"
         )
     if redis_url is not None and not (isinstance(redis_url, str) and "://" in redis_url):
-        problems.append(f"{where}: [redis] key 'url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+        # a URL without its scheme may still carry a password: never echo it
+        shown = "a value holding '@' (not shown)" if "@" in str(redis_url) else repr(redis_url)
+        problems.append(f"{where}: [redis] key 'url' must be a redis://, rediss:// or unix:// URL, got {shown}")
     if transport not in TRANSPORTS:
         problems.append(f"{where}: [redis] key 'transport' must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
     redis_tls = {}

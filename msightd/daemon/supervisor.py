@@ -189,9 +189,9 @@ class Supervisor:
         if self._metrics_dir is not None:
             env[METRICS_DIR_ENV] = str(self._metrics_dir)
         env.update({TLS_ENV_PREFIX + key: path for key, path in self.config.redis_tls.items()})
-        node.process = subprocess.Popen(
-            self._launch(node).argv(), env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
-        )
+        launch = self._launch(node)
+        env.update(launch.environment())
+        node.process = subprocess.Popen(launch.argv(), env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         node.past_pids.append(node.process.pid)
         node.started_at = time.time()
         node.started_monotonic = now

@@ -19,6 +19,7 @@ import av
 import cv2
 import numpy as np
 
+from msightd.logs import redact_url, redact_urls_in
 from msightd.media.formats import Decoder
 from msightd.media.i420 import Planes, copy_planes, frame_planes
 
@@ -103,7 +104,7 @@ class OpenCvCapture:
             self._capture = cv2.VideoCapture(settings.url, cv2.CAP_FFMPEG, params)
         if not self._capture.isOpened():
             self._capture.release()
-            raise OSError(f"OpenCV cannot open {settings.url}")
+            raise OSError(f"OpenCV cannot open {redact_url(settings.url)}")
 
     def read(self) -> DecodedFrame | None:
         ok, image = self._capture.read()
@@ -128,7 +129,9 @@ class PyAvCapture:
             )
             self._stream: Any = self._container.streams.video[0]
         except (av.FFmpegError, IndexError) as exc:
-            raise OSError(f"PyAV cannot open {settings.url}: {exc}") from exc
+            # FFmpeg's message repeats the URL it was given, credentials included
+            reason = redact_urls_in(str(exc), settings.url)
+            raise OSError(f"PyAV cannot open {redact_url(settings.url)}: {reason}") from None
         if settings.decode_threads != 1:
             self._stream.thread_type = "AUTO"
         self._stream.thread_count = settings.decode_threads

@@ -98,8 +98,8 @@ class RtspSourceNode:
             attempt += 1
             try:
                 capture = open_capture(self._config.decoder, settings)
-            except OSError:
-                pass
+            except OSError as exc:
+                error = str(exc)  # capture's errors carry the URL redacted
             else:
                 self._log.info("source_opened", url=redact_url(self._config.url), attempt=attempt)
                 self._runtime.mark_ready()
@@ -111,6 +111,7 @@ class RtspSourceNode:
                 url=redact_url(self._config.url),
                 attempt=attempt,
                 retry_in_s=delay,
+                error=error,
                 hint="check the camera URL, network and credentials; retrying",
             )
             self._runtime.stop.wait(delay)

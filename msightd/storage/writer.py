@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ class SegmentWriter:
                 entry.unlink(missing_ok=True)
 
     def write(self, segment: SegmentMessage) -> WrittenSegment:
-        """Write MP4 then JSON; a redelivered identical segment is recognised, not written twice."""
+        """Write MP4 then JSON; a redelivered segment is recognised, not written twice: by its SHA-256, or,
+        when a re-encode of the same frames came out different, by the frames its JSON lists."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(segment.video).hexdigest()
         base = segment_stem(segment.sensor_name, segment.capture_timestamp)
@@ -57,7 +59,7 @@ class SegmentWriter:
             video_path = self.save_dir / f"{stem}.mp4"
             metadata_path = self.save_dir / f"{stem}.json"
             if video_path.exists():
-                if file_sha256(video_path) != digest:
+                if file_sha256(video_path) != digest and not _same_frames(metadata_path, segment):
                     continue  # a different segment owns this name: never overwrite it
                 written = 0
                 if not metadata_path.exists():
@@ -85,6 +87,21 @@ class SegmentWriter:
             temp_path.unlink(missing_ok=True)
         fsync_dir(self.save_dir)
         return len(content)
+
+
+def _same_frames(metadata_path: Path, segment: SegmentMessage) -> bool:
+    """Does the JSON already written describe this segment (same sensor, same frames)? An aggregator that
+    restarted re-encodes redelivered frames, and encoder output is not guaranteed byte-identical."""
+    try:
+        meta = json.loads(metadata_path.read_bytes())
+        frame_ids = [frame["frame_id"] for frame in meta["frames"]]
+        return bool(
+            meta["sensor_name"] == segment.sensor_name
+            and meta["segment_frame_id"] == segment.frame_id
+            and frame_ids == list(segment.frame_ids)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no JSON (yet) or not ours: only identical bytes prove a duplicate
 
 
 def _pid_alive(pid: int) -> bool:

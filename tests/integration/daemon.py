@@ -25,8 +25,10 @@ def pipeline_toml(
     extra: str = "",
     redis_url: str | None = None,
     web: str = "enabled = false",
+    defaults: str = "",
 ) -> str:
-    """``web`` is the body of the [web] table (off by default: tests run side by side; its default port is one)."""
+    """``web`` is the body of the [web] table (off by default: tests run side by side; its default port is one);
+    ``defaults``: more ``[defaults]`` lines (node options)."""
     redis = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     return f"""{redis}
 [metrics]
@@ -44,6 +46,7 @@ grace_period_s = 15
 [defaults]
 restart_delay = 0.5
 restart_delay_max = 2.0
+{defaults}
 
 [[nodes]]
 name = "rtsp_node"
@@ -107,6 +110,11 @@ class Daemon:
         """Every process whose parent is the daemon (nodes and the embedded redis-server)."""
         result = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in result.stdout.split()]
+
+
+def shipped_frames(shm_dir: Path) -> str:
+    """``[defaults]`` lines for etc/msightd.toml's frame settings: shared-memory frames, PyAV decoder."""
+    return f'frame_encoding = "shm"\ndecoder = "pyav"\nshm_dir = "{shm_dir}"\n'
 
 
 def short_tempdir() -> Path:

@@ -72,8 +72,9 @@ def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int
         ],
         url,
     )
+    # node_ready comes after the first read through the subscription (the *_started lines come before it)
     wait_for(
-        lambda: dumper.has_event("dumper_started") and aggregator.has_event("aggregator_started"),
+        lambda: dumper.has_event("node_ready") and aggregator.has_event("node_ready"),
         30,
         "dumper and aggregator to subscribe",
     )

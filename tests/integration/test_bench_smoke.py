@@ -63,3 +63,8 @@ def test_bench_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert pipeline["frames_published"] == pipeline["frames_in_segments"] > 0
     assert pipeline["frames_dropped"] == 0 and pipeline["frames_duplicated"] == 0
     assert [pair["frames_dropped"] for pair in result["pairs"]] == [0, 0]
+    # the broker holds what is in flight: written segments and frames in written segments are trimmed
+    held = pipeline["broker_memory"]
+    assert "broker at the end: used_memory" in completed.stdout and held["rss_mb"] > 0
+    assert held["stream_entries"]["aggregated_video"] <= 1, held
+    assert held["stream_entries"]["rtsp_images"] <= 2 * 20 + 10, held

@@ -12,6 +12,7 @@ import redis
 import structlog
 from structlog.testing import LogCapture
 
+from testbed.waiting import wait_for
 from tests.support.redis import TcpRedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,6 +53,26 @@ def test_a_killed_broker_comes_back_with_its_streams_only_when_persistent(
     assert client.xpending("frames", "aggregator")["pending"] == 3, "delivered, unacknowledged: still owed"
     rest = client.xreadgroup("aggregator", "aggregator", {"frames": ">"})
     assert [fields[b"d"] for _, fields in rest[0][1]] == [b"frame-3", b"frame-4"]
+
+
+def test_the_append_only_file_is_compacted_when_the_streams_are_trimmed(
+    tmp_path: Path, servers: list[TcpRedisServer]
+) -> None:
+    """24 segments of 1 MB, each written and then trimmed as acknowledged: the file does not keep them all."""
+    data_dir = tmp_path / "broker"
+    server = TcpRedisServer(work_dir=tmp_path, persist_dir=data_dir)
+    servers.append(server)
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    for i in range(24):
+        entry_id = client.xadd("segments", {b"d": bytes([i]) * 2**20})
+        client.xtrim("segments", minid=entry_id, approximate=False)
+    wait_for(lambda: int(client.info("persistence")["aof_rewrites"]) >= 1, 30, "a rewrite of the file")
+    wait_for(lambda: not client.info("persistence")["aof_rewrite_in_progress"], 30, "the rewrite to end")
+    size = sum(path.stat().st_size for path in data_dir.rglob("*") if path.is_file())
+    assert size < 16 * 2**20, f"the append-only file still holds {size / 2**20:.0f} MB"
+    assert client.xlen("segments") == 1
+    client.close()
 
 
 def test_an_append_only_file_that_cannot_be_loaded_is_set_aside(tmp_path: Path, servers: list[TcpRedisServer]) -> None:

@@ -19,7 +19,7 @@ import redis
 from msightd.messages import decode_frame
 from msightd.storage.catalog import CATALOG_DIR
 from testbed.waiting import wait_for
-from tests.integration.daemon import pipeline_toml, running_daemon
+from tests.integration.daemon import pipeline_toml, running_daemon, shipped_frames
 from tests.integration.pipeline import launch, segments_on_disk
 from tests.integration.test_observability import scrape, total
 from tests.support.filesystems import small_filesystem
@@ -29,10 +29,28 @@ from tests.support.video import probe_video
 
 
 def published_frame_ids(redis_url: str, topic: str) -> list[int]:
-    """Frame ids the broker accepted on a stream topic (what the pipeline owes to disk)."""
+    """Frame ids the broker accepted on a stream topic (what the pipeline owes to disk); the topic needs
+    an audit group (:func:`keep_every_entry`), or entries every consumer acknowledged are trimmed."""
     client = redis.Redis.from_url(redis_url)
     try:
         return [decode_frame(fields[b"d"]).frame_id for _, fields in client.xrange(topic)]
+    finally:
+        client.close()
+
+
+def keep_every_entry(redis_url: str, topic: str) -> None:
+    """A consumer group that never reads: the broker must keep every entry of ``topic`` for it."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.xgroup_create(topic, "audit", id="0", mkstream=True)
+    finally:
+        client.close()
+
+
+def stream_length(redis_url: str, topic: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.xlen(topic))
     finally:
         client.close()
 
@@ -47,11 +65,22 @@ def assert_complete_segments(save_dir: Path) -> list[tuple[Path, dict[str, objec
     return segments
 
 
+#: JPEG frames (MSight's), and the shipped settings (shared-memory frames decoded by PyAV), whose frames
+#: live in a ring that outlives a killed node.
+FRAMES = {"jpeg": lambda tmp_path: "", "shm+pyav": lambda tmp_path: shipped_frames(tmp_path / "shm")}
+
+
+@pytest.mark.parametrize("frames", FRAMES)
 def test_repeated_kill_9_of_every_node_loses_and_duplicates_nothing(
-    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc], frames: str
 ) -> None:
-    config = lambda d, p: pipeline_toml(sample_video, d, p, buffer_size=20, redis_url=redis_server.url)  # noqa: E731
-    victims = ["image_aggregator", "video_dumper", "rtsp_node"] * 2
+    def config(save_dir: Path, port: int) -> str:
+        options = FRAMES[frames](tmp_path)
+        return pipeline_toml(sample_video, save_dir, port, buffer_size=20, redis_url=redis_server.url, defaults=options)
+
+    keep_every_entry(redis_server.url, "rtsp_images")
+    rounds = 2 if frames == "jpeg" else 1
+    victims = ["image_aggregator", "video_dumper", "rtsp_node"] * rounds
     recoveries = []
     with running_daemon(config, tmp_path, processes) as daemon:
         wait_for(lambda: segments_on_disk(tmp_path / "videos"), 60, "a first segment")
@@ -72,7 +101,8 @@ def test_repeated_kill_9_of_every_node_loses_and_duplicates_nothing(
         restarts = {name: node["restarts"] for name, node in daemon.nodes().items()}
         daemon.proc.process.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(90) == 0
-    assert restarts == {"rtsp_node": 2, "image_aggregator": 2, "video_dumper": 2}
+        assert bool(daemon.proc.has_event("frame_ring_opened")) == (frames != "jpeg")
+    assert restarts == dict.fromkeys(("rtsp_node", "image_aggregator", "video_dumper"), rounds)
 
     published = published_frame_ids(redis_server.url, "rtsp_images")
     segments = assert_complete_segments(tmp_path / "videos")
@@ -80,18 +110,24 @@ def test_repeated_kill_9_of_every_node_loses_and_duplicates_nothing(
     lost = set(published) - set(in_segments)
     duplicated = len(in_segments) - len(set(in_segments))
     print(
-        f"\nkill -9 x{len(victims)} (each node twice): {len(published)} frames published, {len(segments)} segments, "
+        f"\nkill -9 x{len(victims)} ({frames}): {len(published)} frames published, {len(segments)} segments, "
         f"{len(lost)} frames lost, {duplicated} duplicated, recovery {min(recoveries):.1f}-{max(recoveries):.1f} s"
     )
     assert not lost, f"{len(lost)} published frames are in no segment"
     assert duplicated == 0, "a frame is in two segments"
     assert set(in_segments) <= set(published)
+    held = stream_length(redis_server.url, "aggregated_video")
+    assert held <= 1, f"the broker still holds {held} of {len(segments)} written (acknowledged) segments"
 
 
+@pytest.mark.parametrize("frames", FRAMES)
 def test_broker_restart_mid_run_is_survived_without_a_crash(
-    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc], frames: str
 ) -> None:
-    config = lambda d, p: pipeline_toml(sample_video, d, p, buffer_size=20, redis_url=redis_server.url)  # noqa: E731
+    def config(save_dir: Path, port: int) -> str:
+        options = FRAMES[frames](tmp_path)
+        return pipeline_toml(sample_video, save_dir, port, buffer_size=20, redis_url=redis_server.url, defaults=options)
+
     with running_daemon(config, tmp_path, processes) as daemon:
         save_dir = tmp_path / "videos"
         wait_for(lambda: segments_on_disk(save_dir), 60, "a first segment")
@@ -102,11 +138,15 @@ def test_broker_restart_mid_run_is_survived_without_a_crash(
         redis_server.start()
         count = len(segments_on_disk(save_dir))
         wait_for(lambda: len(segments_on_disk(save_dir)) >= count + 2, 90, "segments after the broker came back")
-        print(f"\nbroker down 5 s: segments resumed {time.monotonic() - down_at - 5:.1f} s after it was back")
+        print(
+            f"\nbroker down 5 s ({frames}): segments resumed {time.monotonic() - down_at - 5:.1f} s after it was back"
+        )
         assert {name: node["pid"] for name, node in daemon.nodes().items()} == pids, "no node crashed"
         events = daemon.proc.events()
         assert [e for e in events if e["event"] == "bus_disconnected"]
         assert [e for e in events if e["event"] == "bus_reconnected"]
+        assert [e for e in events if e["event"] == "bus_group_recreated"], "a real restart: the broker came back empty"
+        assert bool(daemon.proc.has_event("frame_ring_opened")) == (frames != "jpeg")
         daemon.proc.process.send_signal(signal.SIGTERM)  # compare files at rest, not mid-write
         assert daemon.proc.wait(90) == 0
     assert_complete_segments(save_dir)
@@ -244,9 +284,13 @@ def test_a_full_disk_keeps_segments_until_there_is_room(
     shutil.rmtree(save_dir, ignore_errors=True)
 
 
-def test_source_backlog_bridges_a_broker_outage_and_reports_what_it_dropped(
-    redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
+def test_source_backlog_bridges_a_broker_outage_in_capture_order_keeping_the_newest(
+    persistent_redis_server: RedisEndpoint, sample_video: Path, tmp_path: Path, processes: list[Proc]
 ) -> None:
+    """The broker keeps an append-only file, so after the outage it holds every frame ever published: the
+    camera's frames must be there in capture order, with one gap, the oldest frames of the outage, of
+    exactly the size reported."""
+    redis_server = persistent_redis_server
     source = launch(
         processes,
         tmp_path,
@@ -262,7 +306,25 @@ def test_source_backlog_bridges_a_broker_outage_and_reports_what_it_dropped(
     redis_server.start()
     overflow = wait_for(lambda: source.has_event("backlog_overflowed"), 60, "the drop count once the broker is back")
     dropped = overflow[0]["dropped_frames"]
-    kept = len(published_frame_ids(redis_server.url, "frames"))
-    print(f"\nbroker down ~4 s with a 15-frame backlog: {dropped} frames dropped and reported, backlog published")
-    assert dropped >= 10 and kept >= 15
-    assert source.process.poll() is None
+    captured_before = len(source.has_event("frame_captured"))
+    wait_for(lambda: len(source.has_event("frame_captured")) >= captured_before + 10, 30, "frames after the outage")
+    assert source.process.poll() is None, "the node never exits over the broker"
+    assert source.terminate() == 0
+
+    events = source.events()
+    captured = [e["frame_id"] for e in events if e["event"] == "frame_captured"]
+    first_failure = next(i for i, e in enumerate(events) if e["event"] == "publish_failed")
+    outage_start = sum(e["event"] == "frame_captured" for e in events[:first_failure]) - 1  # the frame that failed
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        frames = [decode_frame(fields[b"d"]) for _, fields in client.xrange("frames")]
+    finally:
+        client.close()
+    published = [frame.frame_id for frame in frames]
+    stamps = [frame.capture_timestamp for frame in frames]
+    print(f"\nbroker down ~4 s with a 15-frame backlog: {dropped} oldest frames dropped and reported, rest in order")
+    assert dropped >= 10
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), "published in capture order"
+    assert published == captured[:outage_start] + captured[outage_start + dropped :], (
+        "everything but the oldest frames of the outage, in capture order"
+    )

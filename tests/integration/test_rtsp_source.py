@@ -68,6 +68,11 @@ def test_seed_tutorial_commands_over_rtsp(
     assert info.frames is not None and not (info.frames[0] == info.frames[-1]).all(), "a live, moving picture"
 
 
+#: README: a camera is reopened with backoff 0.25 s doubling to 1 s, "back within ~1.5 s of the camera"; the
+#: RTSP server's first frame takes ~0.5-1.4 s more, and a loaded CI machine gets a margin on top.
+RECOVERY_S = 10.0
+
+
 def frames_read(source: Proc) -> int:
     summaries = source.has_event("frame_captured")
     return len(summaries)
@@ -89,13 +94,13 @@ def test_camera_outage_is_bridged_and_reported(
     )  # fmt: skip
     wait_for(lambda: frames_read(source) >= 10, 60, "frames from the camera")
     rtsp_camera.stop()
-    wait_for(lambda: source.has_event("source_lost"), 30, "the loss to be noticed")
-    wait_for(lambda: len(source.has_event("source_open_failed")) >= 2, 30, "reconnect attempts, each logged")
+    wait_for(lambda: source.has_event("source_lost"), 5, "the loss to be noticed (a closed connection: at once)")
+    wait_for(lambda: len(source.has_event("source_open_failed")) >= 2, 5, "reconnect attempts, each logged")
     time.sleep(2)
     before = frames_read(source)
     rtsp_camera.start()
     back_at = time.monotonic()
-    wait_for(lambda: frames_read(source) > before + 5, 60, "frames after the camera came back")
+    wait_for(lambda: frames_read(source) > before + 5, RECOVERY_S, "frames after the camera came back")
     print(f"frames resumed {time.monotonic() - back_at:.2f} s after the server was listening again")
     gaps = source.has_event("source_gap")
     assert gaps and gaps[0]["gap_seconds"] >= 2, gaps
@@ -130,10 +135,13 @@ def test_stalled_camera_is_detected_and_recovered(
     wait_for(lambda: frames_read(source) >= 10, 60, "frames from the camera")
     assert rtsp_camera.pid is not None
     os.kill(rtsp_camera.pid, signal.SIGSTOP)  # connection stays open, no more frames: a stall
+    stalled_at = time.monotonic()
     try:
-        wait_for(lambda: source.has_event("source_lost"), 30, "the stall to be detected")
+        # README: noticed after the read timeout (here 1 s); FFmpeg may take up to ~3 reads of it, plus a margin
+        wait_for(lambda: source.has_event("source_lost"), 3 * 1 + 5, "the stall to be detected")
+        print(f"stall noticed after {time.monotonic() - stalled_at:.2f} s")
     finally:
         os.kill(rtsp_camera.pid, signal.SIGCONT)
     before = frames_read(source)
-    wait_for(lambda: frames_read(source) > before + 5, 60, "frames after the stall")
+    wait_for(lambda: frames_read(source) > before + 5, RECOVERY_S, "frames after the stall")
     assert source.has_event("source_gap")

@@ -7,14 +7,16 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from testbed.ports import free_port
 from testbed.waiting import wait_for
+from tests.integration.daemon import short_tempdir
 from tests.integration.pipeline import launch, segments_on_disk
-from tests.support.processes import Proc
+from tests.support.processes import Proc, command
 
 PASSWORD = "s3cret pass"
 
@@ -191,3 +193,59 @@ def test_wrong_password_is_reported_clearly(
     )
     failures = wait_for(lambda: dumper.has_event("broker_auth_failed"), 60, "the refused credentials to be reported")
     assert "credentials" in failures[0]["msg"]
+
+
+def test_no_password_reaches_the_logs(sample_video: Path, tmp_path: Path, processes: list[Proc]) -> None:
+    """Passwords holding '@', ':' and '/' in a camera URL and in the broker URL: every line the daemon and
+    its nodes log while the camera and the broker are unreachable shows the hosts, never the secrets."""
+    camera_port, broker_port = free_port(), free_port()
+    broker = f"redis://user:r3d@is:pw@127.0.0.1:{broker_port}/0"
+    cameras = {
+        "cam_pyav": ("pyav", f"rtsp://admin:se@cr:et@127.0.0.1:{camera_port}/stream"),
+        "cam_opencv": ("opencv", f"rtsp://admin:se@cr:et/pw@127.0.0.1:{camera_port}/stream"),
+    }
+    nodes = "".join(
+        f'[[nodes]]\nname = "{name}"\nkind = "rtsp"\nurl = "{url}"\npublish_topic = "{name}"\n'
+        f'sensor_name = "{name}"\ndecoder = "{decoder}"\n'
+        for name, (decoder, url) in cameras.items()
+    )
+    config = tmp_path / "msightd.toml"
+    config.write_text(
+        f'[redis]\nurl = "{broker}"\n[metrics]\nenabled = false\n[web]\nenabled = false\n{nodes}'
+        f'[[nodes]]\nname = "file_cam"\nkind = "rtsp"\nurl = "{sample_video}"\nloop = true\n'
+        'publish_topic = "frames"\nsensor_name = "file_cam"\n'
+        f'[[nodes]]\nname = "dumper"\nkind = "video_local_dumper"\nsubscribe_topic = "segs"\nsave_dir = "{tmp_path}"\n'
+    )
+    check = subprocess.run([command("msightd"), "check", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert f"broker: redis://***@127.0.0.1:{broker_port}/0" in check.stdout, check.stdout + check.stderr
+    daemon = Proc(
+        [command("msightd"), "run", "-c", str(config), "--runtime-dir", str(short_tempdir()), "--log-format", "json"],
+        tmp_path / "daemon.log",
+        env={"NOTIFY_SOCKET": ""},
+    )
+    processes.append(daemon)
+
+    def seen(event: str, node: str) -> list[dict[str, Any]]:
+        return [e for e in daemon.has_event(event) if e.get("node") == node]
+
+    wait_for(
+        lambda: (
+            all(len(seen("source_open_failed", name)) >= 2 for name in cameras)
+            and seen("publish_failed", "file_cam")
+            and seen("bus_disconnected", "dumper")
+        ),
+        60,
+        "the unreachable camera and broker to be reported",
+    )
+    # any local user can read a command line (ps): the nodes' must not carry the URLs
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.pid)], capture_output=True, text=True)
+    command_lines = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in children.stdout.split()]
+    assert len(command_lines) == 4 and all("msightd.host" in line for line in command_lines)
+    assert daemon.terminate() == 0
+    for name in cameras:
+        assert seen("source_open_failed", name)[0]["url"] == f"rtsp://***@127.0.0.1:{camera_port}/stream"
+    assert seen("broker_unreachable", "dumper")[0]["broker"] == f"redis://***@127.0.0.1:{broker_port}/0"
+    assert daemon.has_event("daemon_started")[0]["broker"] == f"redis://***@127.0.0.1:{broker_port}/0"
+    text = daemon.text() + check.stdout + check.stderr + "\n".join(command_lines)
+    for secret in ("se@cr", "cr:et", "et/pw", "r3d", "is:pw"):
+        assert secret not in text, f"{secret!r} leaked: {[line for line in text.splitlines() if secret in line][:3]}"

@@ -60,8 +60,8 @@ def make_bus(settings: RedisSettings, log: Any) -> Iterator[BusFactory]:
     """Open stream buses (one per simulated process); all are closed at the end."""
     opened: list[RedisStreamBus] = []
 
-    def make(consumer: str = GROUP, maxlen: int = 10_000, **options: Any) -> RedisStreamBus:
-        bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=consumer, maxlen=maxlen, **options)
+    def make(consumer: str = GROUP, group: str = GROUP, maxlen: int = 10_000, **options: Any) -> RedisStreamBus:
+        bus = RedisStreamBus(settings, log, consumer_group=group, consumer_name=consumer, maxlen=maxlen, **options)
         opened.append(bus)
         return bus
 
@@ -196,7 +196,7 @@ def test_survives_a_broker_restart(
         bus.publish(TOPIC, b"lost")
 
     redis_server.start()
-    data_lost = raw.get("sentinel") is None
+    assert raw.get("sentinel") is None, "a real restart: the broker comes back empty"
     bus.publish(TOPIC, b"after")  # before the subscription is back: must not be skipped
     [after] = receive_n(subscription, 1, limit_s=20.0)
     assert after.payload == b"after"
@@ -210,8 +210,7 @@ def test_survives_a_broker_restart(
     assert len(events(capture, "bus_disconnected")) == 1
     assert len(events(capture, "bus_reconnected")) == 1
     assert len(events(capture, "bus_ack_failed")) == 1
-    if data_lost:
-        assert [e["topic"] for e in events(capture, "bus_group_recreated")] == [TOPIC]
+    assert [e["topic"] for e in events(capture, "bus_group_recreated")] == [TOPIC]
 
 
 def test_publishing_after_a_broker_restart_reconnects_without_an_error(
@@ -258,6 +257,82 @@ def test_maxlen_keeps_the_stream_bounded(make_bus: BusFactory, raw: redis.Redis)
     # "MAXLEN ~" trims whole radix-tree nodes, so up to one node's worth of entries may remain
     node_entries = int(str(raw.config_get("stream-node-max-entries")["stream-node-max-entries"]))
     assert maxlen <= raw.xlen(TOPIC) <= maxlen + node_entries
+
+
+def drive(*subscriptions: StreamSubscription) -> None:
+    """Let each subscription's receiving thread run (it flushes acks and trims)."""
+    for subscription in subscriptions:
+        assert subscription.receive(timeout_s=0.2) is None
+
+
+def test_entries_every_group_acknowledged_are_trimmed_and_no_other(make_bus: BusFactory, raw: redis.Redis) -> None:
+    """Two groups, one with two consumers: the broker keeps exactly the entries from the oldest one some
+    group has not acknowledged (pending in one consumer, or not yet delivered to a group) onwards."""
+    sent = [b"%d" % i for i in range(20)]
+    for payload in sent:
+        make_bus().publish(TOPIC, payload)
+    ids = [entry_id for entry_id, _ in raw.xrange(TOPIC)]
+    first = make_bus(consumer="c1", trim_interval_s=0).subscribe([TOPIC])
+    second = make_bus(consumer="c2", trim_interval_s=0).subscribe([TOPIC])
+    other = make_bus(consumer="u1", group="uploader", trim_interval_s=0).subscribe([TOPIC])
+    from_first = receive_n(first, 10)  # c1 takes 0..9 (one read), c2 takes 10..19
+    from_second = receive_n(second, 10)
+    from_other = receive_n(other, 10)  # the uploader group is delivered 0..9 only
+
+    for delivery in from_first + from_second[:2] + from_second[3:] + from_other:
+        delivery.ack()  # all but entry 12, which c2 still holds
+    drive(first, second)  # the dumper group's subscribers trim (the uploader's would read on)
+    assert raw.xrange(TOPIC)[0][0] == ids[10] and raw.xlen(TOPIC) == 10, "undelivered to the uploader group: kept"
+    for delivery in receive_n(other, 10):
+        delivery.ack()
+    drive(other)
+    assert raw.xrange(TOPIC)[0][0] == ids[12] and raw.xlen(TOPIC) == 8, "pending in one consumer: kept"
+    from_second[2].ack()
+    drive(second)
+    assert raw.xlen(TOPIC) == 0, "everything acknowledged by every group is gone from the broker"
+    for subscription in (first, second, other):
+        subscription.close()
+
+
+def test_trimming_is_periodic_and_maxlen_stays_the_cap(make_bus: BusFactory, raw: redis.Redis) -> None:
+    bus = make_bus(maxlen=100, trim_interval_s=30)
+    subscription = bus.subscribe([TOPIC])
+    drive(subscription)  # creates the group
+    for i in range(3):
+        bus.publish(TOPIC, b"%d" % i)
+    for delivery in receive_n(subscription, 3):
+        delivery.ack()
+    drive(subscription)
+    assert raw.xlen(TOPIC) == 0, "the first acknowledgement trims at once"
+    for i in range(300):
+        bus.publish(TOPIC, b"%d" % i)
+    for delivery in receive_n(subscription, 100):
+        delivery.ack()
+    drive(subscription)
+    node_entries = int(str(raw.config_get("stream-node-max-entries")["stream-node-max-entries"]))
+    assert 100 <= raw.xlen(TOPIC) <= 100 + node_entries, "within the interval only MAXLEN trims"
+    subscription.close()
+
+
+def test_a_broker_that_refuses_trimming_is_said_once_and_reading_goes_on(
+    raw: redis.Redis, redis_server: RedisEndpoint, log: Any, capture: LogCapture
+) -> None:
+    """An ACL without XTRIM (a managed Redis, say): acknowledged entries stay, MAXLEN bounds them."""
+    raw.acl_setuser("no-trim", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xtrim"])
+    settings = RedisSettings(url=redis_server.url.replace("redis://", "redis://no-trim:pw@"))
+    bus = RedisStreamBus(settings, log, consumer_group=GROUP, consumer_name=GROUP, maxlen=100, trim_interval_s=0)
+    try:
+        subscription = bus.subscribe([TOPIC])
+        for round_ in range(2):
+            bus.publish(TOPIC, b"%d" % round_)
+            [delivery] = receive_n(subscription, 1)
+            delivery.ack()
+            drive(subscription)
+        assert raw.xlen(TOPIC) == 2
+        assert [e["topic"] for e in events(capture, "bus_trim_refused")] == [TOPIC]
+        subscription.close()
+    finally:
+        bus.close()
 
 
 def test_takes_over_entries_left_pending_by_another_consumer(make_bus: BusFactory) -> None:

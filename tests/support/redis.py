@@ -10,18 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
+
 from msightd.daemon.broker import RedisServerProcess
 from testbed.ports import free_port
+from testbed.waiting import wait_for
 
 
 class RedisEndpoint(Protocol):
     url: str
 
     def stop(self) -> None:
-        """Make the broker unreachable (a crash or a network cut)."""
+        """Kill the server, as a crash would: nothing answers at this address until :meth:`start`."""
 
     def start(self) -> None:
-        """Bring it back at the same address."""
+        """Start the server again at the same address: a real restart, so it comes back empty unless it
+        keeps an append-only file (``persistent``), in which case it comes back with what it held."""
 
 
 def docker_engine_answers() -> bool:
@@ -61,8 +65,9 @@ class TcpRedisServer(RedisServerProcess):
 
 
 class LocalRedis:
-    def __init__(self) -> None:
-        self._server = TcpRedisServer()
+    def __init__(self, persistent: bool = False) -> None:
+        self._work_dir = Path(tempfile.mkdtemp(prefix="msightd-test-redis-"))
+        self._server = TcpRedisServer(work_dir=self._work_dir, persist_dir=self._work_dir if persistent else None)
         self.url = self._server.url
 
     def start(self) -> None:
@@ -71,47 +76,58 @@ class LocalRedis:
     def stop(self) -> None:
         self._server.kill()
 
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self._work_dir, ignore_errors=True)
+
 
 class ContainerRedis:
-    """Stopping pauses the container: its address survives, like a network cut."""
+    """The server runs in a container published on a fixed host port, so that stopping (killing the
+    container) and starting it again keeps the address, as a restarted broker does."""
 
-    def __init__(self) -> None:
-        from testcontainers.redis import RedisContainer
+    def __init__(self, persistent: bool = False) -> None:
+        from testcontainers.community.redis import RedisContainer
 
-        self._container = RedisContainer("redis:7-alpine")
+        # no RDB snapshots (a restart must not bring back an old one); an append-only file only if asked
+        command = ["redis-server", "--save", "", "--appendonly", "yes" if persistent else "no"]
+        self._container = RedisContainer("redis:7-alpine").with_bind_ports(6379, free_port()).with_command(command)
         self._container.start()
         host = self._container.get_container_host_ip()
         port = self._container.get_exposed_port(6379)
         self.url = f"redis://{host}:{port}/0"
 
     def start(self) -> None:
-        wrapped = self._container.get_wrapped_container()
-        wrapped.reload()
-        if wrapped.status == "paused":
-            wrapped.unpause()
+        self._container.get_wrapped_container().start()
+        wait_for(self._answers, 30, f"the Redis container to answer on {self.url}", error=RuntimeError)
+
+    def _answers(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except (redis.ConnectionError, OSError):
+            return False
+        finally:
+            client.close()
 
     def stop(self) -> None:
-        self._container.get_wrapped_container().pause()
+        self._container.get_wrapped_container().kill()
 
     def remove(self) -> None:
-        self.start()
         self._container.stop()
 
 
 @contextmanager
-def redis_for_test() -> Iterator[RedisEndpoint]:
+def redis_for_test(persistent: bool = False) -> Iterator[RedisEndpoint]:
+    """A private Redis; ``persistent``: it keeps an append-only file, so a restart keeps what it held."""
+    endpoint: LocalRedis | ContainerRedis
     if docker_engine_answers():
-        container = ContainerRedis()
-        try:
-            yield container
-        finally:
-            container.remove()
-        return
-    if shutil.which("redis-server") is None:
+        endpoint = ContainerRedis(persistent)
+    elif shutil.which("redis-server") is None:
         raise RuntimeError("neither a Docker engine nor redis-server is available; apt install redis-server")
-    local = LocalRedis()
-    local.start()
+    else:
+        endpoint = LocalRedis(persistent)
+        endpoint.start()
     try:
-        yield local
+        yield endpoint
     finally:
-        local.stop()
+        endpoint.remove()

@@ -12,15 +12,17 @@ from msightd.messages import SegmentMessage
 from msightd.storage.writer import SegmentWriter
 
 
-def segment(video: bytes = b"mp4-bytes", sensor: str = "cam", start: float = 1769254140.0) -> SegmentMessage:
+def segment(
+    video: bytes = b"mp4-bytes", sensor: str = "cam", start: float = 1769254140.0, first_id: int = 11
+) -> SegmentMessage:
     return SegmentMessage(
         sensor_name=sensor,
         capture_timestamp=start,
         creation_timestamp=start + 1,
-        frame_id=11,
+        frame_id=first_id,
         device_name="edge",
         video=video,
-        frame_ids=(11, 12),
+        frame_ids=(first_id, first_id + 1),
         capture_timestamps=(start, start + 0.1),
         fps=10.0,
         codec="h264",
@@ -49,10 +51,21 @@ def test_redelivered_identical_segment_is_not_written_twice(tmp_path: Path) -> N
     assert len(list(tmp_path.iterdir())) == 2
 
 
+def test_redelivered_segment_re_encoded_differently_is_not_written_twice(tmp_path: Path) -> None:
+    """Same sensor and frames, other bytes (the aggregator restarted and encoded the frames again)."""
+    writer = SegmentWriter(tmp_path)
+    first = writer.write(segment(b"first encode"))
+    again = writer.write(segment(b"second encode"))
+    assert again.duplicate and again.video_path == first.video_path
+    assert first.video_path.read_bytes() == b"first encode"
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 def test_a_different_segment_with_the_same_name_never_overwrites(tmp_path: Path) -> None:
+    """Two cameras publishing one sensor name, whose segments start in the same microsecond."""
     writer = SegmentWriter(tmp_path)
     first = writer.write(segment(b"one"))
-    second = writer.write(segment(b"two"))
+    second = writer.write(segment(b"two", first_id=21))
     assert first.video_path.read_bytes() == b"one"
     assert second.video_path.name == "cam_20260124_112900_000000_1.mp4"
     assert second.video_path.read_bytes() == b"two"
