@@ -55,7 +55,7 @@ def is_sps(codec: str, kind: int) -> bool:
     return kind == (_HEVC_SPS if codec == HEVC else _H264_SPS)
 
 
-def _is_slice(codec: str, kind: int) -> bool:
+def is_slice(codec: str, kind: int) -> bool:
     return kind < 32 if codec == HEVC else 1 <= kind <= 5
 
 
@@ -67,7 +67,7 @@ def parameter_sets(codec: str, access_unit: bytes) -> list[bytes]:
     found = []
     for nal in split_annexb(access_unit):
         kind = nal_type(codec, nal)
-        if _is_slice(codec, kind):
+        if is_slice(codec, kind):
             break
         if is_parameter_set(codec, kind):
             found.append(nal)

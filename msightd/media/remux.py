@@ -60,6 +60,13 @@ class Timeline:
     source: Literal["pts", "fps"]
 
     @property
+    def frame_interval(self) -> int:
+        """The typical time between frames shown (median): what the segment's frame rate is."""
+        shown = sorted(self.pts)
+        gaps = [b - a for a, b in itertools.pairwise(shown)]
+        return round(statistics.median(gaps)) if gaps else self.durations[0]
+
+    @property
     def span(self) -> int:
         """From the first frame shown to the end of the last one."""
         return max(p + d for p, d in zip(self.pts, self.durations, strict=True)) - min(self.pts)
@@ -97,17 +104,34 @@ def _frame_step(pts: Sequence[int | None], durations: Sequence[int], time_base: 
 
 
 def _fill_missing(pts: list[int | None], step: int) -> list[int] | None:
-    """A missing pts from its neighbour ± one frame (RTSP leaves the first packet or two without one)."""
-    if all(p is None for p in pts):
+    """Missing pts (RTSP leaves the first packet or two without one), first from decode-order neighbours
+    ± one frame (right without B-frames); if that collides, with the segment's first frame (a keyframe:
+    cameras send closed GOPs) shown one frame before the earliest known pts (right with B-frames).
+    None when neither gives a plausible timeline."""
+    known = [p for p in pts if p is not None]
+    if not known:
         return None
-    for index in range(1, len(pts)):
-        previous = pts[index - 1]
-        if pts[index] is None and previous is not None:
-            pts[index] = previous + step
+    if len(known) == len(pts):
+        return known
+    for keyframe_first in (False, True):
+        guess = list(pts)
+        if keyframe_first and guess[0] is None:
+            guess[0] = min(known) - step
+        filled = _from_neighbours(guess, step)
+        if _plausible(filled):
+            return filled
+    return None
+
+
+def _from_neighbours(pts: list[int | None], step: int) -> list[int]:
     for index in range(len(pts) - 2, -1, -1):
         following = pts[index + 1]
         if pts[index] is None and following is not None:
             pts[index] = following - step
+    for index in range(1, len(pts)):
+        previous = pts[index - 1]
+        if pts[index] is None and previous is not None:
+            pts[index] = previous + step
     return [p for p in pts if p is not None]
 
 
@@ -125,7 +149,8 @@ class RemuxedVideo:
     width: int
     height: int
     frame_count: int
-    #: Frames per second over the segment, from its timestamps.
+    #: Frames per second from the segment's timestamps (the median interval: jitter and a GOP cut short
+    #: by a stop do not skew it).
     fps: float
     timestamps_from: Literal["pts", "fps"]
 
@@ -148,8 +173,7 @@ def remux_mp4(units: Sequence[AccessUnitLike], fallback_fps: float) -> RemuxedVi
             packet.pts, packet.dts, packet.duration = pts, dts, duration
             packet.is_keyframe = unit.keyframe
             container.mux(packet)
-    seconds = float(timeline.span * time_base)
-    fps = len(units) / seconds if seconds > 0 else fallback_fps
+    fps = 1 / float(timeline.frame_interval * time_base)
     return RemuxedVideo(
         buffer.getvalue(), first.codec, first.width, first.height, len(units), round(fps, 3), timeline.source
     )

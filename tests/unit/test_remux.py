@@ -80,9 +80,17 @@ def test_timeline_keeps_camera_jitter() -> None:
     assert plan_timeline(pts, [0] * 5, TB, 10.0).pts == pts
 
 
-def test_missing_leading_pts_are_filled_from_the_next_frame() -> None:
-    timeline = plan_timeline([None, 9000, 18000, 27000], [9000] * 4, TB, fallback_fps=25.0)
-    assert timeline.source == "pts" and timeline.pts == [0, 9000, 18000, 27000]
+@pytest.mark.parametrize(
+    ("pts", "expected"),
+    [
+        ([None, 9000, 18000, 27000], [0, 9000, 18000, 27000]),
+        ([None, None, 18000, 27000], [0, 9000, 18000, 27000]),
+        ([None, 36000, 18000, 9000, 27000], [0, 36000, 18000, 9000, 27000]),  # B-frames: the keyframe is first
+    ],
+)
+def test_missing_pts_at_the_start_are_filled(pts: list[int | None], expected: list[int]) -> None:
+    timeline = plan_timeline(pts, [9000] * len(pts), TB, fallback_fps=25.0)
+    assert timeline.source == "pts" and timeline.pts == expected
 
 
 @pytest.mark.parametrize(
