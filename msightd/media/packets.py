@@ -9,7 +9,7 @@ and then from every in-band copy, so a camera that switches resolution mid-strea
 first keyframe of the new size, without decoding: the size is read from the SPS (:mod:`msightd.media.nal`).
 
 Opening and reading use the same timeouts and fast probe as the decoding capture
-(:mod:`msightd.capture`), so a stalled camera is noticed within seconds.
+(:mod:`msightd.media.capture`), so a stalled camera is noticed within seconds.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 import av
 from av.bitstream import BitStreamFilterContext
 
-from msightd.capture import CaptureSettings
 from msightd.media import nal
+from msightd.media.capture import CaptureSettings
 
-#: Small probe sizes cut the open time from ~1.3 s to ~0.2 s on an H.264 camera (as msightd.capture).
+#: Small probe sizes cut the open time from ~1.3 s to ~0.2 s on an H.264 camera (as msightd.media.capture).
 FAST_PROBE = {"analyzeduration": "100000", "probesize": "100000"}
 _MP4_TO_ANNEXB = {nal.H264: "h264_mp4toannexb", nal.HEVC: "hevc_mp4toannexb"}
 

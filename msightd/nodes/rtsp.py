@@ -13,6 +13,8 @@ Frame encodings (``frame_encoding``): ``jpeg`` is MSight's and works across host
 pixels through the broker (no codec, but 3.7 MB per 1280x960 frame); ``shm`` keeps the pixels in a
 shared-memory ring on this host and sends only a reference, the cheapest way to same-host msightd
 consumers (see :mod:`msightd.media.frame_ring`). A frame the ring cannot take goes inline as JPEG.
+``packets`` decodes nothing: it publishes the camera's own H.264/H.265 access units (see
+:mod:`msightd.media.packets`) for an aggregator to store as they are (passthrough recording).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,8 +36,9 @@ from msightd.logs import redact_url
 from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
+from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.thumbnail import ThumbnailWriter
-from msightd.messages import FrameMessage, FrameRef
+from msightd.messages import FrameMessage, FrameRef, PacketMessage
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
 from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_path
@@ -58,7 +62,8 @@ class RtspSourceNode:
         self._metrics = runtime.metrics
         self._sensor = runtime.metrics.sensor(config.sensor_name)
         self._ids = FrameIdGenerator(worker_id_for(config.name))
-        self._backlog: deque[FrameMessage] = deque()
+        self._backlog: deque[FrameMessage | PacketMessage] = deque()
+        self._packet_sequence = 0  # packets since the source was (re)opened
         self._backlog_dropped = 0
         self._publish_backoff = Backoff(0.1, 2.0)
         self._publish_retry_at = 0.0
@@ -88,7 +93,7 @@ class RtspSourceNode:
             config.decode_threads,
         )  # fmt: skip
 
-    def _connect(self) -> Capture | None:
+    def _connect(self) -> Capture | PacketCapture | None:
         """Open the source, retrying with backoff until it works or the node is stopped."""
         backoff = Backoff(self._config.reconnect_delay_s, self._config.reconnect_delay_max_s)
         settings = self._capture_settings()
@@ -97,9 +102,13 @@ class RtspSourceNode:
             self._runtime.heartbeat()
             attempt += 1
             try:
-                capture = open_capture(self._config.decoder, settings)
-            except OSError:
-                pass
+                if self._config.frame_encoding == "packets":
+                    capture: Capture | PacketCapture = PacketCapture(settings)
+                    self._packet_sequence = 0
+                else:
+                    capture = open_capture(self._config.decoder, settings)
+            except OSError as exc:
+                error = str(exc)
             else:
                 self._log.info("source_opened", url=redact_url(self._config.url), attempt=attempt)
                 self._runtime.mark_ready()
@@ -111,6 +120,7 @@ class RtspSourceNode:
                 url=redact_url(self._config.url),
                 attempt=attempt,
                 retry_in_s=delay,
+                error=error,
                 hint="check the camera URL, network and credentials; retrying",
             )
             self._runtime.stop.wait(delay)
@@ -145,7 +155,7 @@ class RtspSourceNode:
         self._log.info("source_stopped", frames_published=self._frames_published)
         return EXIT_OK
 
-    def _read_until_lost(self, capture: Capture) -> bool:
+    def _read_until_lost(self, capture: Capture | PacketCapture) -> bool:
         """Read and publish until the source is lost (False) or finished / stopped (True)."""
         config = self._config
         file_fps = capture.frame_rate() if config.is_file else 0.0
@@ -172,8 +182,45 @@ class RtspSourceNode:
                     self._runtime.stop.wait(delay)
                 else:
                     next_due = time.monotonic()  # fell behind (slow disk?): don't burst to catch up
-            self._handle_frame(picture, time.time())
+            if isinstance(picture, AccessUnit):
+                self._handle_packet(picture, time.time())
+            else:
+                self._handle_frame(picture, time.time())
         return True
+
+    def _handle_packet(self, unit: AccessUnit, captured_at: float) -> None:
+        """Publish a compressed frame as the camera sent it (``frame_encoding = "packets"``)."""
+        metrics = self._metrics
+        metrics.frames_read.labels(metrics.node, self._sensor).inc()
+        self._note_gap(captured_at)
+        time_base = unit.time_base
+        message = PacketMessage(
+            sensor_name=self._config.sensor_name,
+            capture_timestamp=captured_at,
+            creation_timestamp=time.time(),
+            frame_id=self._ids.next_id(),
+            device_name=self._runtime.device_name,
+            codec=unit.codec,
+            extradata=unit.extradata,
+            keyframe=unit.keyframe,
+            pts=unit.pts,
+            dts=unit.dts,
+            time_base=time_base,
+            width=unit.width,
+            height=unit.height,
+            data=unit.data,
+            sequence=self._packet_sequence,
+            duration=unit.duration,
+        )
+        self._packet_sequence += 1
+        self._log_captured(
+            lambda: f"{unit.codec} {'keyframe' if unit.keyframe else 'frame'} of {unit.width}x{unit.height}",
+            captured_at,
+            message.frame_id,
+        )
+        self._publish(message)
+        metrics.mark_frame(self._sensor)
+        self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
 
     def _handle_frame(self, picture: DecodedFrame, captured_at: float) -> None:
         metrics = self._metrics
@@ -185,18 +232,21 @@ class RtspSourceNode:
         message = self._to_message(picture, captured_at)
         if self._thumbnail is not None and self._thumbnail.due(now := time.monotonic()):
             self._thumbnail.write(picture.bgr(), now)
-        log = self._runtime.log
-        if log.is_enabled_for(self._runtime.frame_log_level):  # MSight's line, built only when shown
-            log.log(
-                self._runtime.frame_log_level,
-                "frame_captured",
-                msg=f"Got image from {self._config.sensor_name}, the image shape is {picture.shape}, "
-                f"time: {_naive_iso(captured_at)}",
-                frame_id=message.frame_id,
-            )
+        self._log_captured(lambda: f"the image shape is {picture.shape}", captured_at, message.frame_id)
         self._publish(message)
         metrics.mark_frame(self._sensor)
         self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
+
+    def _log_captured(self, describe: Callable[[], str], captured_at: float, frame_id: int) -> None:
+        """MSight's per-frame line, built only when shown."""
+        log = self._runtime.log
+        if log.is_enabled_for(self._runtime.frame_log_level):
+            log.log(
+                self._runtime.frame_log_level,
+                "frame_captured",
+                msg=f"Got image from {self._config.sensor_name}, {describe()}, time: {_naive_iso(captured_at)}",
+                frame_id=frame_id,
+            )
 
     def _note_gap(self, captured_at: float) -> None:
         """Report an outage when frames resume after a loss (or after an unusually long silence)."""
@@ -287,7 +337,7 @@ class RtspSourceNode:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _publish(self, message: FrameMessage) -> None:
+    def _publish(self, message: FrameMessage | PacketMessage) -> None:
         self._backlog.append(message)
         limit = self._config.backlog_frames
         while len(self._backlog) > max(limit, 1):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from msightd.capture import CaptureSettings
 from msightd.media import nal
+from msightd.media.capture import CaptureSettings
 from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.remux import remux_mp4
-from msightd.video import probe_video
+from testbed.rtsp import RtspServer, rtsp_server_available
 from tests.support.clips import framemd5, mp4_sample_md5, write_clip
-from tests.support.rtsp import RtspServer, rtsp_server_available
+from tests.support.video import probe_video
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Small H.264/H.265 clips made on the spot, and the checks that prove a file holds a camera's bytes.
 
-Clips reuse :func:`msightd.sample.sample_frame` (moving boxes, frame number burnt in) and are encoded
+Clips reuse :func:`msightd.media.sample.sample_frame` (moving boxes, frame number burnt in) and are encoded
 with PyAV's libx264/libx265: B-frames on, so decode and presentation order differ (as from many cameras);
 closed GOPs, as cameras send, so every keyframe starts an independently decodable segment.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import av
 
 from msightd.media import nal
-from msightd.sample import sample_frame
+from msightd.media.sample import sample_frame
 
 ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from msightd.capture import CaptureSettings
+from msightd.media.capture import CaptureSettings
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.remux import plan_timeline, remux_mp4
-from msightd.video import probe_video
 from tests.support.clips import framemd5, mp4_sample_md5, write_clip
+from tests.support.video import probe_video
 
 TB = Fraction(1, 90000)
 
