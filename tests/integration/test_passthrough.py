@@ -67,7 +67,7 @@ def published_packets(redis_url: str) -> dict[int, PacketMessage]:
     """Every packet the camera node published, by frame id (read back from the frame stream)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        entries = client.xrange("rtsp_images")
+        entries: Any = client.xrange("rtsp_images")
     finally:
         client.close()
     messages = [decode_packet(fields[PAYLOAD_FIELD]) for _entry_id, fields in entries]
