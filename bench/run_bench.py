@@ -89,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds excluded at the start (default 5)")
     parser.add_argument("--cameras", type=int, default=1, help="RTSP cameras, each its own server (default 1)")
     parser.add_argument("--transport", choices=("stream", "pubsub"), default="stream", help="default stream")
-    parser.add_argument("--frame-encoding", choices=("jpeg", "raw", "shm"), default="jpeg", help="default jpeg")
+    parser.add_argument(
+        "--frame-encoding",
+        choices=("jpeg", "raw", "shm", "packets"),
+        default="jpeg",
+        help="default jpeg; packets: passthrough recording (no decode, no encode), against an ffmpeg -c copy floor",
+    )
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
     parser.add_argument("--decoder", choices=("opencv", "pyav"), default="opencv", help="rtsp node decoder")
@@ -815,18 +820,7 @@ def ffmpeg_command(url: str, out_dir: Path, args: argparse.Namespace, progress: 
         "-i",
         url,
         "-an",
-        "-c:v",
-        "libx264",
-        "-preset",
-        args.preset,
-        "-crf",
-        str(args.crf),
-        "-pix_fmt",
-        "yuv420p",
-        "-fps_mode",
-        "passthrough",
-        "-force_key_frames",
-        f"expr:gte(n,n_forced*{args.buffer_size})",
+        *_floor_codec(args),
         "-f",
         "segment",
         "-segment_frames",
@@ -839,6 +833,17 @@ def ffmpeg_command(url: str, out_dir: Path, args: argparse.Namespace, progress: 
         str(progress),
         str(out_dir / "segment_%05d.mp4"),
     ]
+
+
+def _floor_codec(args: argparse.Namespace) -> list[str]:
+    """The floor does what the pipeline does: copy the camera's packets (segments split at the first
+    keyframe at or after each ``buffer_size`` frames, as passthrough segments are), or re-encode."""
+    if args.frame_encoding == "packets":
+        return ["-c:v", "copy"]
+    return [
+        "-c:v", "libx264", "-preset", args.preset, "-crf", str(args.crf), "-pix_fmt", "yuv420p",
+        "-fps_mode", "passthrough", "-force_key_frames", f"expr:gte(n,n_forced*{args.buffer_size})",
+    ]  # fmt: skip
 
 
 def wait_for_ffmpeg(processes: list[subprocess.Popen[bytes]], progress: list[Path], work: Path) -> None:

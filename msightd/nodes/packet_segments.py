@@ -124,7 +124,7 @@ class PacketSensorWorker:
             sensor=first.sensor_name,
             frames=message.frame_count,
             size_bytes=len(video.data),
-            remux_seconds=round(remux_seconds, 4),
+            encode_seconds=round(remux_seconds, 4),  # the remux: same field as transcoded segments
             first_frame_id=message.frame_id,
             overlap_frames=segment.overlap,
             timestamps_from=video.timestamps_from,

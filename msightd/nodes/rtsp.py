@@ -189,9 +189,13 @@ class RtspSourceNode:
         return True
 
     def _handle_packet(self, unit: AccessUnit, captured_at: float) -> None:
-        """Publish a compressed frame as the camera sent it (``frame_encoding = "packets"``)."""
+        """Publish a compressed frame as the camera sent it (``frame_encoding = "packets"``). After each
+        (re)connection, frames before the first keyframe are not published: nothing could decode them."""
         metrics = self._metrics
         metrics.frames_read.labels(metrics.node, self._sensor).inc()
+        if self._packet_sequence == 0 and not unit.keyframe:
+            metrics.frames_dropped.labels(metrics.node, self._sensor, "before_keyframe").inc()
+            return
         self._note_gap(captured_at)
         time_base = unit.time_base
         message = PacketMessage(
