@@ -15,9 +15,10 @@ from msightd.media.capture import CaptureSettings
 from msightd.media.packets import PacketCapture
 from msightd.messages import PacketMessage, decode_packet
 from testbed.rtsp import RtspServer, rtsp_server_available
+from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk, start_consumers
 from tests.support.clips import framemd5, mp4_sample_md5, write_clip
-from tests.support.processes import Proc, wait_for
+from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
 from tests.support.video import probe_video
 
