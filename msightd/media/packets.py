@@ -24,10 +24,8 @@ import av
 from av.bitstream import BitStreamFilterContext
 
 from msightd.media import nal
-from msightd.media.capture import CaptureSettings
+from msightd.media.capture import CaptureSettings, open_input
 
-#: Small probe sizes cut the open time from ~1.3 s to ~0.2 s on an H.264 camera (as msightd.media.capture).
-FAST_PROBE = {"analyzeduration": "100000", "probesize": "100000"}
 _MP4_TO_ANNEXB = {nal.H264: "h264_mp4toannexb", nal.HEVC: "hevc_mp4toannexb"}
 
 
@@ -79,22 +77,6 @@ class ParameterSets:
         if changed:
             self.extradata = nal.join_annexb([self._by_type[kind] for kind in sorted(self._by_type)])
         return changed
-
-
-def open_input(settings: CaptureSettings) -> tuple[Any, Any]:
-    """Open ``settings.url`` with PyAV (RTSP transport, fast probe, open/read timeouts) and return
-    (container, first video stream); :class:`OSError` when it cannot be opened (the caller retries)."""
-    options = {} if settings.is_file else {"rtsp_transport": settings.rtsp_transport, **FAST_PROBE}
-    try:
-        container: Any = av.open(
-            settings.url, options=options, timeout=(settings.open_timeout_s, settings.read_timeout_s)
-        )
-    except av.FFmpegError as exc:
-        raise OSError(f"PyAV cannot open {settings.url}: {exc}") from exc
-    if not container.streams.video:
-        container.close()
-        raise OSError(f"{settings.url} has no video stream")
-    return container, container.streams.video[0]
 
 
 class PacketCapture:
