@@ -24,7 +24,7 @@ import av
 from av.bitstream import BitStreamFilterContext
 
 from msightd.media import nal
-from msightd.media.capture import CaptureSettings, open_input
+from msightd.media.capture import CaptureSettings, DecodedFrame, open_input
 
 _MP4_TO_ANNEXB = {nal.H264: "h264_mp4toannexb", nal.HEVC: "hevc_mp4toannexb"}
 
@@ -110,7 +110,7 @@ class PacketCapture:
         #: Parameter sets that could not be read (for the owner to report), and the last reason.
         self.unreadable_parameter_sets = 0
         self.last_error = ""
-        self.last_packet: Any = None  # the av.Packet behind the last access unit (for a decoder)
+        self.last_packet: Any = None  # the av.Packet behind the last access unit (what TeeCapture decodes)
 
     def read(self) -> AccessUnit | None:
         """The next access unit; None when the source ended, failed or stalled past the read timeout."""
@@ -169,3 +169,62 @@ class PacketCapture:
 
     def close(self) -> None:
         self._container.close()
+
+
+@dataclass(frozen=True)
+class TeedUnit:
+    """An access unit and the pictures decoding it produced (none or several: decoders delay B-frames)."""
+
+    unit: AccessUnit
+    pictures: list[DecodedFrame]
+
+
+class TeeCapture:
+    """One camera connection for recording and perception: each access unit is handed out as it is and
+    also decoded (PyAV), so packets and pictures come from the same demuxed bytes. Not thread-safe.
+
+    The decoder is made from the codec name and the Annex B parameter sets (not the container's
+    extradata, which for MP4 files is avcC while the packets are Annex B by then), and made anew when the
+    parameter sets change. A packet the decoder refuses (e.g. before the first keyframe) gives no picture
+    and is counted in :attr:`undecodable`.
+    """
+
+    def __init__(self, settings: CaptureSettings) -> None:
+        self._packets = PacketCapture(settings)
+        self._threads = settings.decode_threads
+        self._decoder: Any = None
+        self._decoder_extradata = b""
+        self.undecodable = 0
+
+    def read(self) -> TeedUnit | None:
+        unit = self._packets.read()
+        if unit is None:
+            return None
+        if self._decoder is None or unit.extradata != self._decoder_extradata:
+            self._decoder = self._new_decoder(unit)
+        try:
+            frames = self._decoder.decode(self._packets.last_packet)
+        except av.FFmpegError:
+            self.undecodable += 1
+            frames = []
+        return TeedUnit(unit, [DecodedFrame(video_frame=frame) for frame in frames])
+
+    def _new_decoder(self, unit: AccessUnit) -> Any:
+        decoder: Any = av.CodecContext.create(unit.codec, "r")
+        if unit.extradata:
+            decoder.extradata = unit.extradata
+        if self._threads != 1:
+            decoder.thread_type = "AUTO"
+        decoder.thread_count = self._threads
+        self._decoder_extradata = unit.extradata
+        return decoder
+
+    def frame_rate(self) -> float:
+        return self._packets.frame_rate()
+
+    def rewind(self) -> None:
+        self._packets.rewind()
+
+    def close(self) -> None:
+        self._decoder = None
+        self._packets.close()

@@ -90,6 +90,11 @@ class RtspSourceOptions(NodeOptions):
         "on the bus (msightd consumers on this host), or packets: the camera's own H.264/H.265, not decoded "
         "(passthrough recording: the aggregator stores it as it is)",
     )
+    packet_topic: str = option(
+        "",
+        "also publish the camera's own packets (not decoded) to this topic, for passthrough recording, while "
+        "decoded frames go to the publish topic: perception and recording from one camera connection",
+    )
     shm_dir: str = option(DEFAULT_SHM_DIR, "directory of frame rings")
     #: More than a consumer holds unacknowledged (an aggregator: buffer_size + SENSOR_QUEUE_FRAMES), or frames
     #: go inline as JPEG.
@@ -123,6 +128,11 @@ class RtspSourceOptions(NodeOptions):
             raise ConfigError(f"shm_slots must be 2..{RING_MAX_SLOTS}, got {self.shm_slots}")
         if self.shm_consumer_timeout_s <= 0:
             raise ConfigError(f"shm_consumer_timeout_s must be > 0, got {self.shm_consumer_timeout_s}")
+        if self.packet_topic and (self.frame_encoding == "packets" or self.packet_topic == self.publish_topic):
+            raise ConfigError(
+                "packet_topic is for a camera node that also decodes frames: it needs a frame_encoding other than "
+                f"'packets' and a topic other than publish_topic ({self.publish_topic!r}), got {self.packet_topic!r}"
+            )
         if self.frame_encoding == "packets" and self.resize_ratio != 1.0:
             raise ConfigError(
                 f"resize_ratio must be 1.0 with frame_encoding 'packets' (nothing is decoded), got {self.resize_ratio}"

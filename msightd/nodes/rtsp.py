@@ -36,7 +36,7 @@ from msightd.logs import redact_url
 from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
-from msightd.media.packets import AccessUnit, PacketCapture
+from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit
 from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef, PacketMessage
 from msightd.nodes.options import RtspSourceOptions
@@ -62,8 +62,9 @@ class RtspSourceNode:
         self._metrics = runtime.metrics
         self._sensor = runtime.metrics.sensor(config.sensor_name)
         self._ids = FrameIdGenerator(worker_id_for(config.name))
-        self._backlog: deque[FrameMessage | PacketMessage] = deque()
+        self._backlog: deque[tuple[str, FrameMessage | PacketMessage]] = deque()  # (topic, message)
         self._packet_sequence = 0  # packets since the source was (re)opened
+        self._packets_published = 0  # to packet_topic
         self._backlog_dropped = 0
         self._publish_backoff = Backoff(0.1, 2.0)
         self._publish_retry_at = 0.0
@@ -93,7 +94,7 @@ class RtspSourceNode:
             config.decode_threads,
         )  # fmt: skip
 
-    def _connect(self) -> Capture | PacketCapture | None:
+    def _connect(self) -> Capture | PacketCapture | TeeCapture | None:
         """Open the source, retrying with backoff until it works or the node is stopped."""
         backoff = Backoff(self._config.reconnect_delay_s, self._config.reconnect_delay_max_s)
         settings = self._capture_settings()
@@ -102,8 +103,10 @@ class RtspSourceNode:
             self._runtime.heartbeat()
             attempt += 1
             try:
-                if self._config.frame_encoding == "packets":
-                    capture: Capture | PacketCapture = PacketCapture(settings)
+                if self._config.frame_encoding == "packets" or self._config.packet_topic:
+                    capture: Capture | PacketCapture | TeeCapture = (
+                        TeeCapture(settings) if self._config.packet_topic else PacketCapture(settings)
+                    )
                     self._packet_sequence = 0
                 else:
                     capture = open_capture(self._config.decoder, settings)
@@ -152,10 +155,11 @@ class RtspSourceNode:
                 self._ring.close(remove_if_unheld=True)
             if self._thumbnail is not None:
                 self._thumbnail.remove()
-        self._log.info("source_stopped", frames_published=self._frames_published)
+        extra = {"packets_published": self._packets_published} if self._config.packet_topic else {}
+        self._log.info("source_stopped", frames_published=self._frames_published, **extra)
         return EXIT_OK
 
-    def _read_until_lost(self, capture: Capture | PacketCapture) -> bool:
+    def _read_until_lost(self, capture: Capture | PacketCapture | TeeCapture) -> bool:
         """Read and publish until the source is lost (False) or finished / stopped (True)."""
         config = self._config
         file_fps = capture.frame_rate() if config.is_file else 0.0
@@ -182,21 +186,29 @@ class RtspSourceNode:
                     self._runtime.stop.wait(delay)
                 else:
                     next_due = time.monotonic()  # fell behind (slow disk?): don't burst to catch up
-            if isinstance(picture, AccessUnit):
-                self._handle_packet(picture, time.time())
+            now = time.time()
+            if isinstance(picture, TeedUnit):
+                self._handle_packet(picture.unit, now, self._config.packet_topic, count=False)
+                for decoded in picture.pictures:
+                    self._handle_frame(decoded, now)
+            elif isinstance(picture, AccessUnit):
+                self._handle_packet(picture, now, self._config.publish_topic)
             else:
-                self._handle_frame(picture, time.time())
+                self._handle_frame(picture, now)
         return True
 
-    def _handle_packet(self, unit: AccessUnit, captured_at: float) -> None:
-        """Publish a compressed frame as the camera sent it (``frame_encoding = "packets"``). After each
+    def _handle_packet(self, unit: AccessUnit, captured_at: float, topic: str, count: bool = True) -> None:
+        """Publish a compressed frame as the camera sent it to ``topic`` (``frame_encoding = "packets"``, or
+        ``packet_topic`` beside decoded frames; ``count``: whether it counts as a frame read). After each
         (re)connection, frames before the first keyframe are not published: nothing could decode them."""
         metrics = self._metrics
-        metrics.frames_read.labels(metrics.node, self._sensor).inc()
+        if count:
+            metrics.frames_read.labels(metrics.node, self._sensor).inc()
         if self._packet_sequence == 0 and not unit.keyframe:
             metrics.frames_dropped.labels(metrics.node, self._sensor, "before_keyframe").inc()
             return
-        self._note_gap(captured_at)
+        if count:
+            self._note_gap(captured_at)
         time_base = unit.time_base
         message = PacketMessage(
             sensor_name=self._config.sensor_name,
@@ -222,8 +234,9 @@ class RtspSourceNode:
             captured_at,
             message.frame_id,
         )
-        self._publish(message)
-        metrics.mark_frame(self._sensor)
+        self._publish(message, topic)
+        if count:
+            metrics.mark_frame(self._sensor)
         self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
 
     def _handle_frame(self, picture: DecodedFrame, captured_at: float) -> None:
@@ -237,7 +250,7 @@ class RtspSourceNode:
         if self._thumbnail is not None and self._thumbnail.due(now := time.monotonic()):
             self._thumbnail.write(picture.bgr(), now)
         self._log_captured(lambda: f"the image shape is {picture.shape}", captured_at, message.frame_id)
-        self._publish(message)
+        self._publish(message, self._config.publish_topic)
         metrics.mark_frame(self._sensor)
         self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
 
@@ -341,8 +354,8 @@ class RtspSourceNode:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _publish(self, message: FrameMessage | PacketMessage) -> None:
-        self._backlog.append(message)
+    def _publish(self, message: FrameMessage | PacketMessage, topic: str) -> None:
+        self._backlog.append((topic, message))
         limit = self._config.backlog_frames
         while len(self._backlog) > max(limit, 1):
             self._backlog.popleft()
@@ -354,10 +367,9 @@ class RtspSourceNode:
     def _flush_backlog(self, final: bool) -> None:
         """Publish the backlog in order; on failure keep it and wait a backoff delay before retrying,
         so a dead broker costs one failed attempt per delay, not one per frame."""
-        topic = self._config.publish_topic
         metrics = self._metrics
         while self._backlog:
-            message = self._backlog[0]
+            topic, message = self._backlog[0]
             try:
                 self._runtime.bus.publish(topic, message.to_wire())
             except BusUnavailable as exc:
@@ -376,7 +388,10 @@ class RtspSourceNode:
                 return
             self._backlog.popleft()
             self._publish_backoff.reset()
-            self._frames_published += 1
+            if topic == self._config.publish_topic:
+                self._frames_published += 1
+            else:
+                self._packets_published += 1
             metrics.frames_published.labels(metrics.node, self._sensor, topic).inc()
             self._runtime.progress()
         if self._backlog_dropped:

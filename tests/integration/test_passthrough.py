@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import redis
 
@@ -13,7 +15,7 @@ from msightd.bus.streams import PAYLOAD_FIELD
 from msightd.media import nal
 from msightd.media.capture import CaptureSettings
 from msightd.media.packets import PacketCapture
-from msightd.messages import PacketMessage, decode_packet
+from msightd.messages import PacketMessage, decode_frame, decode_packet
 from testbed.rtsp import RtspServer, rtsp_server_available
 from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk, start_consumers
@@ -42,14 +44,18 @@ def camera(files: list[Path]) -> RtspServer:
     return RtspServer(source="file", file=files)
 
 
-def start_camera_node(processes: list[Proc], tmp_path: Path, url: str, camera_url: str) -> Proc:
+def start_camera_node(
+    processes: list[Proc], tmp_path: Path, url: str, camera_url: str, outputs: tuple[str, ...] = ()
+) -> Proc:
+    """The camera node; by default it publishes packets to rtsp_images (what the aggregator reads)."""
+    outputs = outputs or ("-pt", "rtsp_images", "--frame-encoding", "packets")
     return launch(
         processes,
         tmp_path,
         "rtsp",
         [
-            "msight_launch_rtsp", "-n", "rtsp_node", "-u", camera_url, "-pt", "rtsp_images",
-            "--sensor-name", "cam", "--frame-encoding", "packets", "--read-timeout", "1", *STREAM,
+            "msight_launch_rtsp", "-n", "rtsp_node", "-u", camera_url, "--sensor-name", "cam",
+            "--read-timeout", "1", *outputs, *STREAM,
         ],
         url,
     )  # fmt: skip
@@ -64,14 +70,19 @@ def stop_all(source: Proc, aggregator: Proc, dumper: Proc, save_dir: Path) -> No
     assert dumper.terminate() == 0
 
 
-def published_packets(redis_url: str) -> dict[int, PacketMessage]:
-    """Every packet the camera node published, by frame id (read back from the frame stream)."""
+def stream_payloads(redis_url: str, topic: str) -> list[bytes]:
+    """Every message published to ``topic`` (read back from its stream)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        entries: Any = client.xrange("rtsp_images")
+        entries: Any = client.xrange(topic)
     finally:
         client.close()
-    messages = [decode_packet(fields[PAYLOAD_FIELD]) for _entry_id, fields in entries]
+    return [fields[PAYLOAD_FIELD] for _entry_id, fields in entries]
+
+
+def published_packets(redis_url: str) -> dict[int, PacketMessage]:
+    """Every packet the camera node published, by frame id."""
+    messages = [decode_packet(payload) for payload in stream_payloads(redis_url, "rtsp_images")]
     return {m.frame_id: m for m in messages}
 
 
@@ -149,3 +160,29 @@ def test_resolution_change_and_camera_outage_close_segments_leaving_valid_files(
     assert {(meta["width"], meta["height"]) for _video, meta in segments} == {(640, 480), (320, 240)}
     reasons = {event["reason"] for event in aggregator.events() if event.get("event") == "segment_cut_short"}
     assert {"stream_changed", "discontinuity"} <= reasons
+
+
+def test_one_camera_connection_feeds_perception_frames_and_passthrough_recording(
+    clips: dict[str, Path], redis_server: RedisEndpoint, tmp_path: Path, processes: list[Proc]
+) -> None:
+    """--packet-topic: the camera's packets are recorded as they are, and the same packets, decoded,
+    go out as JPEG frames for perception consumers."""
+    url = redis_server.url
+    save_dir = tmp_path / "received_videos"
+    with camera([clips["h264"]]) as server:
+        dumper, aggregator = start_consumers(processes, tmp_path, url, buffer=25, overlap=0, extra_args=STREAM)
+        outputs = ("-pt", "perception_frames", "--frame-encoding", "jpeg", "--packet-topic", "rtsp_images")
+        source = start_camera_node(processes, tmp_path, url, server.url, outputs)
+        wait_for(lambda: len(segments_on_disk(save_dir)) >= 2, 60, "two segments on disk")
+        stop_all(source, aggregator, dumper, save_dir)
+    packets = published_packets(url)
+    for video, meta in segments_on_disk(save_dir):
+        check_segment(video, meta, packets)
+    frames = [decode_frame(payload) for payload in stream_payloads(url, "perception_frames")]
+    # the decoder holds back a few B-frames at the end; every other packet became a picture
+    assert len(packets) - 5 <= len(frames) <= len(packets)
+    for frame in frames[:: max(1, len(frames) // 10)]:
+        image = cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape == frame.size == (480, 640, 3)
+    stopped = source.has_event("source_stopped")[0]
+    assert (stopped["frames_published"], stopped["packets_published"]) == (len(frames), len(packets))
