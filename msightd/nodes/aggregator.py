@@ -12,6 +12,9 @@ segments encode (a pub/sub subscriber that falls behind is disconnected by Redis
 sensor's partial segment is finished and published before exit. Frame deliveries are acknowledged only
 once a published segment holds them; frames that came through a shared-memory ring are released to its
 writer at the same moment, so a crash before then finds them still there when they are redelivered.
+
+Compressed camera packets (a camera node with ``frame_encoding = "packets"`` or a ``packet_topic``) take
+their own path, :mod:`msightd.nodes.packet_segments`: remuxed, not decoded, in whole-GOP segments.
 """
 
 from __future__ import annotations
