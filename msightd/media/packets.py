@@ -14,6 +14,7 @@ Opening and reading use the same timeouts and fast probe as the decoding capture
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from av.bitstream import BitStreamFilterContext
 
 from msightd.media import nal
 from msightd.media.capture import CaptureSettings, DecodedFrame, open_input
+from msightd.messages import PacketMessage
 
 _MP4_TO_ANNEXB = {nal.H264: "h264_mp4toannexb", nal.HEVC: "hevc_mp4toannexb"}
 
@@ -48,6 +50,29 @@ class AccessUnit:
     extradata: bytes
     width: int
     height: int
+
+    def to_message(
+        self, sensor_name: str, device_name: str, frame_id: int, captured_at: float, sequence: int
+    ) -> PacketMessage:
+        """The wire message carrying this access unit (``sequence``: packets since the camera connected)."""
+        return PacketMessage(
+            sensor_name=sensor_name,
+            capture_timestamp=captured_at,
+            creation_timestamp=time.time(),
+            frame_id=frame_id,
+            device_name=device_name,
+            codec=self.codec,
+            extradata=self.extradata,
+            keyframe=self.keyframe,
+            pts=self.pts,
+            dts=self.dts,
+            time_base=self.time_base,
+            width=self.width,
+            height=self.height,
+            data=self.data,
+            sequence=sequence,
+            duration=self.duration,
+        )
 
 
 class ParameterSets:
@@ -218,6 +243,14 @@ class TeeCapture:
         decoder.thread_count = self._threads
         self._decoder_extradata = unit.extradata
         return decoder
+
+    @property
+    def unreadable_parameter_sets(self) -> int:
+        return self._packets.unreadable_parameter_sets
+
+    @property
+    def last_error(self) -> str:
+        return self._packets.last_error
 
     def frame_rate(self) -> float:
         return self._packets.frame_rate()

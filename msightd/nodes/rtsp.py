@@ -65,6 +65,8 @@ class RtspSourceNode:
         self._backlog: deque[tuple[str, FrameMessage | PacketMessage]] = deque()  # (topic, message)
         self._packet_sequence = 0  # packets since the source was (re)opened
         self._packets_published = 0  # to packet_topic
+        self._unreadable_seen = 0
+        self._parameters_log = LogThrottle()
         self._backlog_dropped = 0
         self._publish_backoff = Backoff(0.1, 2.0)
         self._publish_retry_at = 0.0
@@ -187,6 +189,8 @@ class RtspSourceNode:
                 else:
                     next_due = time.monotonic()  # fell behind (slow disk?): don't burst to catch up
             now = time.time()
+            if isinstance(capture, PacketCapture | TeeCapture):
+                self._report_bad_parameter_sets(capture)
             if isinstance(picture, TeedUnit):
                 self._handle_packet(picture.unit, now, self._config.packet_topic, count=False)
                 for decoded in picture.pictures:
@@ -196,6 +200,18 @@ class RtspSourceNode:
             else:
                 self._handle_frame(picture, now)
         return True
+
+    def _report_bad_parameter_sets(self, capture: PacketCapture | TeeCapture) -> None:
+        """A parameter set the capture could not read (the packets still go out as sent, with the last good
+        picture size): counted, and logged at most every 10 s."""
+        unreadable = capture.unreadable_parameter_sets
+        if unreadable > self._unreadable_seen:
+            self._unreadable_seen = unreadable
+            if self._parameters_log.allow():
+                self._log.warning(
+                    "parameter_sets_unreadable", count=unreadable, error=capture.last_error,
+                    hint="the camera sent an SPS/PPS this recorder cannot parse; its bytes are recorded as sent",
+                )  # fmt: skip
 
     def _handle_packet(self, unit: AccessUnit, captured_at: float, topic: str, count: bool = True) -> None:
         """Publish a compressed frame as the camera sent it to ``topic`` (``frame_encoding = "packets"``, or
@@ -209,24 +225,8 @@ class RtspSourceNode:
             return
         if count:
             self._note_gap(captured_at)
-        time_base = unit.time_base
-        message = PacketMessage(
-            sensor_name=self._config.sensor_name,
-            capture_timestamp=captured_at,
-            creation_timestamp=time.time(),
-            frame_id=self._ids.next_id(),
-            device_name=self._runtime.device_name,
-            codec=unit.codec,
-            extradata=unit.extradata,
-            keyframe=unit.keyframe,
-            pts=unit.pts,
-            dts=unit.dts,
-            time_base=time_base,
-            width=unit.width,
-            height=unit.height,
-            data=unit.data,
-            sequence=self._packet_sequence,
-            duration=unit.duration,
+        message = unit.to_message(
+            self._config.sensor_name, self._runtime.device_name, self._ids.next_id(), captured_at, self._packet_sequence
         )
         self._packet_sequence += 1
         self._log_captured(
