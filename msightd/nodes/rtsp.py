@@ -36,7 +36,7 @@ from msightd.logs import redact_url
 from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
-from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit
+from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit, keyframe_picture
 from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef, PacketMessage
 from msightd.nodes.options import RtspSourceOptions
@@ -229,6 +229,10 @@ class RtspSourceNode:
             self._config.sensor_name, self._runtime.device_name, self._ids.next_id(), captured_at, self._packet_sequence
         )
         self._packet_sequence += 1
+        if count and unit.keyframe and self._thumbnail is not None and self._thumbnail.due(now := time.monotonic()):
+            picture = keyframe_picture(unit)  # the web page's thumbnail: one keyframe decoded every few seconds
+            if picture is not None:
+                self._thumbnail.write(picture.bgr(), now)
         self._log_captured(
             lambda: f"{unit.codec} {'keyframe' if unit.keyframe else 'frame'} of {unit.width}x{unit.height}",
             captured_at,

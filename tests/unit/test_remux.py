@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from msightd.media.capture import CaptureSettings
-from msightd.media.packets import AccessUnit, PacketCapture
+from msightd.media.packets import AccessUnit, PacketCapture, keyframe_picture
 from msightd.media.remux import plan_timeline, remux_mp4
 from tests.support.clips import framemd5, mp4_sample_md5, write_clip
 from tests.support.video import probe_video
@@ -107,3 +107,10 @@ def test_segment_without_timestamps_plays_at_the_fallback_fps(tmp_path: Path) ->
     assert video.timestamps_from == "fps" and video.fps == pytest.approx(5.0)
     info = probe_video(video.data)
     assert info.frame_count == 10 and info.fps == pytest.approx(5.0)
+
+
+def test_a_keyframe_decodes_on_its_own_for_a_thumbnail(tmp_path: Path) -> None:
+    units = read_all(write_clip(tmp_path / "c.mp4", frames=20, gop=10))
+    picture = keyframe_picture(units[10])
+    assert picture is not None and picture.bgr().shape == (480, 640, 3)
+    assert keyframe_picture(dataclasses.replace(units[10], data=b"\x00\x00\x00\x01\x65garbage")) is None
