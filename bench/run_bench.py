@@ -68,6 +68,7 @@ EXIT_FAILED = 1
 SAMPLE_INTERVAL_S = 0.5
 SHUTDOWN_SAMPLE_INTERVAL_S = 0.05
 FRAME_TOPIC = "rtsp_images"
+PERCEPTION_TOPIC = "perception_frames"
 SEGMENT_TOPIC = "aggregated_video"
 AGGREGATOR = "aggregator"
 DUMPER = "dumper"
@@ -89,7 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds excluded at the start (default 5)")
     parser.add_argument("--cameras", type=int, default=1, help="RTSP cameras, each its own server (default 1)")
     parser.add_argument("--transport", choices=("stream", "pubsub"), default="stream", help="default stream")
-    parser.add_argument("--frame-encoding", choices=("jpeg", "raw", "shm"), default="jpeg", help="default jpeg")
+    parser.add_argument(
+        "--frame-encoding",
+        choices=("jpeg", "raw", "shm", "packets"),
+        default="jpeg",
+        help="default jpeg; packets: passthrough recording (no decode, no encode), against an ffmpeg -c copy floor",
+    )
+    parser.add_argument(
+        "--packet-topic",
+        action="store_true",
+        help="perception + recording from one connection: camera nodes decode and publish --frame-encoding frames "
+        f"to {PERCEPTION_TOPIC} (nobody reads it) and their packets to the aggregator; ffmpeg -c copy floor",
+    )
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
     parser.add_argument("--decoder", choices=("opencv", "pyav"), default="opencv", help="rtsp node decoder")
@@ -134,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.duration <= 0 or args.cameras < 1 or args.buffer_size < 1 or args.warmup < 0 or args.repeat < 1:
         parser.error("--duration and --buffer-size must be positive, --cameras and --repeat >= 1, --warmup >= 0")
+    if args.packet_topic and args.frame_encoding == "packets":
+        parser.error("--packet-topic decodes frames beside the packets: give a --frame-encoding other than packets")
     args.warmup = min(args.warmup, args.duration / 2)
 
 
@@ -410,7 +424,7 @@ def pipeline_toml(
     for index, url in enumerate(urls):
         lines.append(
             f'[[nodes]]\nname = "{rtsp_node_name(index)}"\nkind = "rtsp"\nurl = "{url}"\n'
-            f'publish_topic = "{FRAME_TOPIC}"\nsensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
+            f'{_camera_topics(args)}sensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
             f'frame_encoding = "{args.frame_encoding}"\nshm_dir = "{shm_dir}"\n'
             f'decode_threads = {args.decode_threads}\ndecoder = "{args.decoder}"\n'
         )
@@ -425,6 +439,12 @@ def pipeline_toml(
         f'save_dir = "{save}"\n'
     )
     return "\n".join(lines)
+
+
+def _camera_topics(args: argparse.Namespace) -> str:
+    if args.packet_topic:
+        return f'publish_topic = "{PERCEPTION_TOPIC}"\npacket_topic = "{FRAME_TOPIC}"\n'
+    return f'publish_topic = "{FRAME_TOPIC}"\n'
 
 
 def read_events(log_path: Path) -> list[dict[str, Any]]:
@@ -724,7 +744,11 @@ def frame_accounting(run: PipelineRun) -> dict[str, Any]:
     for event in run.events:
         if event.get("event") == "frame_captured" and "frame_id" in event:
             published[int(event["frame_id"])] = str(event.get("node"))
-    counted = sum(int(e.get("frames_published", 0)) for e in run.events if e.get("event") == "source_stopped")
+    counted = sum(
+        int(e.get("packets_published", e.get("frames_published", 0)))  # packets: what --packet-topic records
+        for e in run.events
+        if e.get("event") == "source_stopped"
+    )
     in_segments: list[int] = [int(f["frame_id"]) for s in run.segments for f in s.get("frames", [])]
     unique = set(in_segments)
     dropped = sorted(set(published) - unique)
@@ -840,18 +864,7 @@ def ffmpeg_command(url: str, out_dir: Path, args: argparse.Namespace, progress: 
         "-i",
         url,
         "-an",
-        "-c:v",
-        "libx264",
-        "-preset",
-        args.preset,
-        "-crf",
-        str(args.crf),
-        "-pix_fmt",
-        "yuv420p",
-        "-fps_mode",
-        "passthrough",
-        "-force_key_frames",
-        f"expr:gte(n,n_forced*{args.buffer_size})",
+        *_floor_codec(args),
         "-f",
         "segment",
         "-segment_frames",
@@ -864,6 +877,17 @@ def ffmpeg_command(url: str, out_dir: Path, args: argparse.Namespace, progress: 
         str(progress),
         str(out_dir / "segment_%05d.mp4"),
     ]
+
+
+def _floor_codec(args: argparse.Namespace) -> list[str]:
+    """The floor does what the pipeline does: copy the camera's packets (segments split at the first
+    keyframe at or after each ``buffer_size`` frames, as passthrough segments are), or re-encode."""
+    if args.frame_encoding == "packets" or args.packet_topic:
+        return ["-c:v", "copy"]
+    return [
+        "-c:v", "libx264", "-preset", args.preset, "-crf", str(args.crf), "-pix_fmt", "yuv420p",
+        "-fps_mode", "passthrough", "-force_key_frames", f"expr:gte(n,n_forced*{args.buffer_size})",
+    ]  # fmt: skip
 
 
 def wait_for_ffmpeg(processes: list[subprocess.Popen[bytes]], progress: list[Path], work: Path) -> None:
@@ -1063,6 +1087,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "transport": args.transport,
         "frame_encoding": args.frame_encoding,
+        "packet_topic": args.packet_topic,
         "decoder": args.decoder,
         "decode_threads": args.decode_threads,
         "encoder_threads": args.encoder_threads,

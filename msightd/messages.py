@@ -4,6 +4,8 @@ The wire format is MSight's: a MessagePack map tagged with ``data_type`` naming 
 (``msight_core.data.image.ImageData`` / ``msight_core.data.video.VideoData``). MSight readers look the
 class up by that tag and read only the fields they know, so the extra fields msightd adds (``fps``,
 ``codec``, ...) are invisible to them, and msightd ignores fields it does not know in the other direction.
+Compressed camera packets (passthrough recording) are msightd's own type, in the same style:
+``msightd.data.packet.PacketData``.
 
 Decoding is the edge where untrusted bytes enter a node: every problem becomes a
 :class:`MalformedMessage` with a short ``reason`` (a bounded set, used as a metric label) and a sentence
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import msgpack
@@ -142,7 +145,7 @@ def _pack(fields: dict[str, Any]) -> bytes:
     return packed
 
 
-def _unpack_map(payload: bytes, expected_type: str) -> dict[str, Any]:
+def _unpack_map(payload: bytes, expected_type: str | tuple[str, ...]) -> dict[str, Any]:
     if len(payload) > MAX_MESSAGE_BYTES:
         raise MalformedMessage("oversized", f"{len(payload)} bytes is over the {MAX_MESSAGE_BYTES} limit")
     try:
@@ -152,7 +155,7 @@ def _unpack_map(payload: bytes, expected_type: str) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise MalformedMessage("not_a_map", f"expected a map, got {type(fields).__name__}")
     data_type = fields.get("data_type")
-    if data_type != expected_type:
+    if data_type not in _as_tuple(expected_type):
         raise MalformedMessage("wrong_data_type", f"data_type is {data_type!r}, expected {expected_type!r}")
     return fields
 
@@ -167,7 +170,7 @@ def _field(fields: Mapping[str, Any], name: str, kinds: type | tuple[type, ...])
     return value
 
 
-def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+def _as_tuple(kinds: Any) -> tuple[Any, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
@@ -184,7 +187,10 @@ def _sensor_name(fields: Mapping[str, Any]) -> str:
 
 def decode_frame(payload: bytes) -> FrameMessage:
     """Parse a frame topic message; raise :class:`MalformedMessage` when it is unusable."""
-    fields = _unpack_map(payload, IMAGE_DATA_TYPE)
+    return _frame_from_fields(_unpack_map(payload, IMAGE_DATA_TYPE))
+
+
+def _frame_from_fields(fields: Mapping[str, Any]) -> FrameMessage:
     image = bytes(_field(fields, "image", (bytes, bytearray)))
     raw_size = _field(fields, "size", (list, tuple))
     if len(raw_size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw_size):
@@ -255,3 +261,121 @@ def decode_segment(payload: bytes) -> SegmentMessage:
         height=int(fields.get("height") or 0),
         extra={k: v for k, v in fields.items() if k not in _SEGMENT_KNOWN_FIELDS},
     )
+
+
+# -- compressed camera packets (passthrough recording) ---------------------------------------------
+
+PACKET_DATA_TYPE = "msightd.data.packet.PacketData"
+#: Codecs a packet message may carry (FFmpeg's names).
+PACKET_CODECS = ("h264", "hevc")
+
+
+@dataclass(frozen=True)
+class PacketMessage:
+    """One compressed camera frame (an H.264/H.265 access unit, Annex B) as it travels on a frame topic
+    when the camera node records without decoding (``frame_encoding = "packets"``).
+
+    An msightd type (MSight has none): MSight readers skip its ``data_type``. ``pts``/``dts`` are in
+    ``time_base`` units (a (num, den) pair) and may be None; ``extradata`` is the Annex B parameter sets
+    in force; ``width``/``height`` are the picture size they declare. ``sequence`` counts packets since
+    the camera connection opened (0 first): a reset or a gap means packets are missing just before this one.
+    """
+
+    sensor_name: str
+    capture_timestamp: float
+    creation_timestamp: float
+    frame_id: int
+    device_name: str
+    codec: str
+    extradata: bytes
+    keyframe: bool
+    pts: int | None
+    dts: int | None
+    time_base: Fraction
+    width: int
+    height: int
+    data: bytes
+    sequence: int
+    duration: int = 0
+
+    def to_wire(self) -> bytes:
+        return _pack(
+            {
+                "data_type": PACKET_DATA_TYPE,
+                "sensor_name": self.sensor_name,
+                "capture_timestamp": self.capture_timestamp,
+                "creation_timestamp": self.creation_timestamp,
+                "frame_id": self.frame_id,
+                "device_name": self.device_name,
+                "codec": self.codec,
+                "extradata": self.extradata,
+                "keyframe": self.keyframe,
+                "pts": self.pts,
+                "dts": self.dts,
+                "duration": self.duration,
+                "time_base": [self.time_base.numerator, self.time_base.denominator],
+                "width": self.width,
+                "height": self.height,
+                "sequence": self.sequence,
+                "data": self.data,
+            }
+        )
+
+
+def decode_packet(payload: bytes) -> PacketMessage:
+    """Parse a packet message; raise :class:`MalformedMessage` when it is unusable."""
+    return _packet_from_fields(_unpack_map(payload, PACKET_DATA_TYPE))
+
+
+def decode_frame_or_packet(payload: bytes) -> FrameMessage | PacketMessage:
+    """Parse a frame topic message that may hold a decoded frame or a compressed packet (unpacked once)."""
+    fields = _unpack_map(payload, (IMAGE_DATA_TYPE, PACKET_DATA_TYPE))
+    if fields["data_type"] == PACKET_DATA_TYPE:
+        return _packet_from_fields(fields)
+    return _frame_from_fields(fields)
+
+
+def _packet_from_fields(fields: Mapping[str, Any]) -> PacketMessage:
+    codec = _field(fields, "codec", str)
+    if codec not in PACKET_CODECS:
+        raise MalformedMessage("bad_field", f"codec {codec!r} is not one of {', '.join(PACKET_CODECS)}")
+    data = bytes(_field(fields, "data", (bytes, bytearray)))
+    if not data:
+        raise MalformedMessage("bad_field", "field 'data' is empty")
+    device = fields.get("device_name")
+    return PacketMessage(
+        sensor_name=_sensor_name(fields),
+        capture_timestamp=_timestamp(fields, "capture_timestamp"),
+        creation_timestamp=float(fields.get("creation_timestamp") or 0.0),
+        frame_id=int(_field(fields, "frame_id", int)),
+        device_name=device if isinstance(device, str) else "",
+        codec=codec,
+        extradata=bytes(_field(fields, "extradata", (bytes, bytearray))),
+        keyframe=bool(_field(fields, "keyframe", bool)),
+        pts=_optional_int(fields, "pts"),
+        dts=_optional_int(fields, "dts"),
+        time_base=_time_base(fields),
+        width=_non_negative_int(fields, "width"),
+        height=_non_negative_int(fields, "height"),
+        data=data,
+        sequence=_non_negative_int(fields, "sequence"),
+        duration=_non_negative_int(fields, "duration") if fields.get("duration") is not None else 0,
+    )
+
+
+def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:
+    return None if fields.get(name) is None else int(_field(fields, name, int))
+
+
+def _non_negative_int(fields: Mapping[str, Any], name: str) -> int:
+    value = int(_field(fields, name, int))
+    if value < 0:
+        raise MalformedMessage("bad_field", f"field {name!r} is negative: {value}")
+    return value
+
+
+def _time_base(fields: Mapping[str, Any]) -> Fraction:
+    pair = _field(fields, "time_base", (list, tuple))
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise MalformedMessage("bad_field", f"field 'time_base' must be [numerator, denominator] > 0, got {pair!r}")
+    return Fraction(pair[0], pair[1])

@@ -135,7 +135,7 @@ class RtspServer:
         height: int = 480,
         fps: int = 10,
         source: Source = "testsrc",
-        file: str | os.PathLike[str] | None = None,
+        file: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         port: int | None = None,
         mount: str = DEFAULT_MOUNT,
         python: str | None = None,
@@ -145,8 +145,9 @@ class RtspServer:
     ) -> None:
         """Configure (but do not start) a server.
 
-        ``source="file"`` streams ``file`` (an H.264 MP4) in an endless loop at its
-        native size and rate; ``width``/``height``/``fps`` then do not apply.
+        ``source="file"`` streams ``file`` (an H.264 or H.265 MP4, or several played in
+        turn) in an endless loop at its native size and rate; ``width``/``height``/``fps``
+        then do not apply.
         ``python`` defaults to :func:`system_python` evaluated at :meth:`start`.
         """
         if source == "file" and file is None:
@@ -157,7 +158,9 @@ class RtspServer:
         self.height = height
         self.fps = fps
         self.source: Source = source
-        self.file = Path(file) if file is not None else None
+        paths = [] if file is None else [file] if isinstance(file, str | os.PathLike) else list(file)
+        self.files = [Path(path) for path in paths]
+        self.file = self.files[0] if self.files else None
         self.mount = mount
         self.python = python
         self.ready_timeout_s = ready_timeout_s
@@ -183,8 +186,8 @@ class RtspServer:
             self.source,
         ]
         if self.source == "file":
-            assert self.file is not None
-            cmd += ["--file", str(self.file)]
+            for path in self.files:
+                cmd += ["--file", str(path)]
         else:
             cmd += ["--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
         return cmd + list(self.extra_args)

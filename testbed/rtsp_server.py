@@ -21,10 +21,13 @@ Sources
     instead of 10).  Measured server CPU (one core = 100 %): ~6 % at
     640x480@10, ~17 % at 1280x960@10.
 
-``--source file --file clip.mp4``
-    An H.264 MP4/MOV streamed forever in a loop *without re-encoding*.  Its
+``--source file --file clip.mp4 [--file next.mp4 ...]``
+    An H.264 or H.265 MP4/MOV streamed forever in a loop *without re-encoding*
+    (several files play back to back, e.g. two sizes for a camera that changes
+    resolution mid-stream; they must share one codec).  Its
     access units are demuxed once into memory (``qtdemux ! h264parse`` to
-    byte-stream AUs with SPS/PPS in front of every IDR) and pushed by an
+    byte-stream AUs with SPS/PPS in front of every IDR; ``h265parse`` and
+    ``rtph265pay`` for H.265) and pushed by an
     ``appsrc is-live=true`` with timestamps shifted by ``loop * clip_duration``,
     so PTS/DTS and hence RTP timestamps keep increasing across loop seams;
     ``clocksync`` paces the stream at the clip's native rate.  Measured with
@@ -74,9 +77,13 @@ REQUIRED_ELEMENTS = {
     "clocksync": "gstreamer1.0 (core)",
     "x264enc": "gstreamer1.0-plugins-ugly",
     "h264parse": "gstreamer1.0-plugins-bad",
+    "h265parse": "gstreamer1.0-plugins-bad",
     "qtdemux": "gstreamer1.0-plugins-good",
     "rtph264pay": "gstreamer1.0-plugins-good",
+    "rtph265pay": "gstreamer1.0-plugins-good",
 }
+#: caps name of the demuxed video -> (parser, RTP payloader)
+_CODEC_ELEMENTS = {"video/x-h264": ("h264parse", "rtph264pay"), "video/x-h265": ("h265parse", "rtph265pay")}
 EXIT_MISSING_DEPS = 2
 EXIT_RUNTIME_ERROR = 1
 _WHOLE_BUFFER = 2**64 - 1  # gsize -1: copy_region up to the end
@@ -118,7 +125,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8554, help="0 = let the OS pick (reported in READY)")
     p.add_argument("--mount", default="/live.stream")
     p.add_argument("--source", choices=("testsrc", "file"), default="testsrc")
-    p.add_argument("--file", help="H.264 MP4 for --source file")
+    p.add_argument("--file", action="append", help="H.264/H.265 MP4 for --source file (repeat to play several in turn)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=int, default=10)
@@ -146,49 +153,85 @@ def _testsrc_launch(args: argparse.Namespace) -> str:
     )
 
 
-class _Clip:
-    """The whole H.264 clip as byte-stream access units, demuxed once into memory."""
+def _pull_all(Gst: Any, launch: str, path: str) -> list[Any]:
+    """Every sample an ``appsink name=sink`` gives for ``launch`` run on ``path``, or a clear error."""
+    pipeline = Gst.parse_launch(launch)
+    pipeline.get_by_name("src").set_property("location", path)
+    sink = pipeline.get_by_name("sink")
+    pipeline.set_state(Gst.State.PLAYING)
+    samples: list[Any] = []
+    try:
+        while (sample := sink.emit("try-pull-sample", 10 * Gst.SECOND)) is not None:
+            samples.append(sample)
+        msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
+        if msg is not None:
+            err, _dbg = msg.parse_error()
+            raise RuntimeError(f"cannot read {path} as an MP4/MOV with H.264/H.265 video: {err.message}")
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    if not samples:
+        raise RuntimeError(f"no H.264/H.265 video found in {path}")
+    return samples
 
-    def __init__(self, Gst: Any, path: str) -> None:
-        pipeline = Gst.parse_launch(
-            "filesrc name=src ! qtdemux ! h264parse config-interval=-1 "
-            "! video/x-h264,stream-format=byte-stream,alignment=au "
-            "! appsink name=sink sync=false"
-        )
-        pipeline.get_by_name("src").set_property("location", path)
-        sink = pipeline.get_by_name("sink")
-        pipeline.set_state(Gst.State.PLAYING)
-        self.buffers: list[Any] = []
-        self.caps: Any = None
-        bus = pipeline.get_bus()
-        try:
-            while True:
-                sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
-                if sample is None:
-                    break
-                self.caps = self.caps or sample.get_caps()
-                self.buffers.append(sample.get_buffer())
-            msg = bus.pop_filtered(Gst.MessageType.ERROR)
-            if msg is not None:
-                err, _dbg = msg.parse_error()
-                raise RuntimeError(f"cannot read {path} as an MP4/MOV with H.264 video: {err.message}")
-        finally:
-            pipeline.set_state(Gst.State.NULL)
-        if not self.buffers:
-            raise RuntimeError(f"no H.264 video found in {path}")
+
+class _Clip:
+    """The whole clip (one or more files in turn) as byte-stream access units with their caps,
+    demuxed once into memory; the files must share one codec."""
+
+    def __init__(self, Gst: Any, paths: list[str]) -> None:
+        self.samples: list[tuple[Any, Any]] = []  # (buffer with clip timestamps, caps)
+        self.codec = ""
         none = Gst.CLOCK_TIME_NONE
-        ts = [b.dts if b.dts != none else b.pts for b in self.buffers]
-        pts = sorted(b.pts for b in self.buffers if b.pts != none)
-        if none in ts or len(pts) != len(self.buffers):
-            raise RuntimeError(f"{path}: H.264 samples without timestamps")
-        # Frame duration for samples without one (qtdemux normally sets it).
-        steps = sorted(b - a for a, b in itertools.pairwise(pts) if b > a)
-        default_duration = steps[len(steps) // 2] if steps else Gst.SECOND // 10
-        ends = [b.pts + (b.duration if b.duration != none else default_duration) for b in self.buffers]
+        offset = shown_until = 0  # shift of the current file; end of the frames shown so far
+        for path in paths:
+            buffers, caps, lead, span = self._load(Gst, path)
+            if self.samples:  # the next file's first frame is shown right after the last one
+                offset = shown_until - lead
+            for buffer in buffers:
+                if buffer.pts != none:
+                    buffer.pts += offset
+                if buffer.dts != none:
+                    buffer.dts += offset
+                self.samples.append((buffer, caps))
+            shown_until = offset + lead + span
+        ts = [b.dts if b.dts != none else b.pts for b, _caps in self.samples]
         self.first_ts: int = min(ts)
         # Loop period = presentation span including the last frame's duration, so the
         # frame spacing across the loop seam equals the clip's frame duration.
-        self.duration: int = max(ends) - pts[0]
+        self.duration: int = shown_until - self.samples[0][0].pts
+        self.caps: Any = self.samples[0][1]
+
+    def _load(self, Gst: Any, path: str) -> tuple[list[Any], Any, int, int]:
+        """(buffers rebased so the first is decoded at 0, caps, pts of the first frame shown, span from
+        that frame to the end of the last one shown) of one file; times in ns."""
+        first = _pull_all(Gst, "filesrc name=src ! qtdemux ! appsink name=sink sync=false", path)[0]
+        codec = first.get_caps().get_structure(0).get_name()
+        if codec not in _CODEC_ELEMENTS or self.codec not in ("", codec):
+            raise RuntimeError(f"{path}: {codec} video; expected H.264 or H.265, one codec for all files")
+        self.codec = codec
+        parser = _CODEC_ELEMENTS[codec][0]
+        samples = _pull_all(
+            Gst,
+            f"filesrc name=src ! qtdemux ! {parser} config-interval=-1 "
+            f"! {codec},stream-format=byte-stream,alignment=au ! appsink name=sink sync=false",
+            path,
+        )
+        buffers = [sample.get_buffer().copy_deep() for sample in samples]
+        none = Gst.CLOCK_TIME_NONE
+        ts = [b.dts if b.dts != none else b.pts for b in buffers]
+        pts = sorted(b.pts for b in buffers if b.pts != none)
+        if none in ts or len(pts) != len(buffers):
+            raise RuntimeError(f"{path}: video samples without timestamps")
+        # Frame duration for samples without one (qtdemux normally sets it).
+        steps = sorted(b - a for a, b in itertools.pairwise(pts) if b > a)
+        default_duration = steps[len(steps) // 2] if steps else Gst.SECOND // 10
+        ends = [b.pts + (b.duration if b.duration != none else default_duration) for b in buffers]
+        base = min(ts)
+        for buffer in buffers:
+            buffer.pts -= base
+            if buffer.dts != none:
+                buffer.dts -= base
+        return buffers, samples[0].get_caps(), pts[0] - base, max(ends) - pts[0]
 
 
 class _LoopFeeder:
@@ -213,7 +256,7 @@ class _LoopFeeder:
             clock = appsrc.get_clock()
             now = clock.get_time() - appsrc.get_base_time() if clock is not None else 0
             self._offset = now - clip.first_ts
-        src = clip.buffers[self._index]
+        src, caps = clip.samples[self._index]
         flags = Gst.BufferCopyFlags
         # copy_region shares the memory (no data copy); Gst.Buffer.copy() in PyGI only adds a ref.
         buf = src.copy_region(flags.FLAGS | flags.TIMESTAMPS | flags.META | flags.MEMORY, 0, _WHOLE_BUFFER)
@@ -224,18 +267,19 @@ class _LoopFeeder:
         if self._pushed:  # only the very first buffer may be DISCONT; the loop seam is seamless
             buf.unset_flags(Gst.BufferFlags.DISCONT)
         self._pushed += 1
-        appsrc.emit("push-buffer", buf)
+        appsrc.emit("push-sample", Gst.Sample.new(buf, caps, None, None))  # caps change in-stream
         self._index += 1
-        if self._index == len(clip.buffers):
+        if self._index == len(clip.samples):
             self._index = 0
             self._offset += clip.duration
 
 
 def _file_factory(GstRtspServer: Any, Gst: Any, clip: _Clip) -> Any:
     factory = GstRtspServer.RTSPMediaFactory()
+    payloader = _CODEC_ELEMENTS[clip.codec][1]
     factory.set_launch(
         "( appsrc name=src is-live=true format=time min-latency=0 "
-        "! clocksync ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        f"! clocksync ! {payloader} name=pay0 pt=96 config-interval=-1 )"
     )
 
     def on_media_configure(_factory: Any, media: Any) -> None:

@@ -9,7 +9,7 @@ from msightd.nodes.options import SENSOR_QUEUE_FRAMES
 
 def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
     """Subscribed topics that no node in the file publishes (fine if an outside producer does)."""
-    published = {NODE_KINDS[n.kind].published_topic(n.options) for n in nodes}
+    published = {topic for n in nodes for topic in NODE_KINDS[n.kind].published_topics(n.options)}
     warnings = []
     for node in nodes:
         topic = NODE_KINDS[node.kind].subscribed_topic(node.options)

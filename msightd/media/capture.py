@@ -120,18 +120,28 @@ class OpenCvCapture:
         self._capture.release()
 
 
+def open_input(settings: CaptureSettings) -> tuple[Any, Any]:
+    """Open ``settings.url`` with PyAV (RTSP transport, fast probe, open/read timeouts) and return
+    (container, first video stream); :class:`OSError` when it cannot be opened (the caller retries).
+    Shared by the decoding capture and the demux-only one (:mod:`msightd.media.packets`)."""
+    options = {} if settings.is_file else {"rtsp_transport": settings.rtsp_transport, **_FAST_PROBE}
+    try:
+        container: Any = av.open(
+            settings.url, options=options, timeout=(settings.open_timeout_s, settings.read_timeout_s)
+        )
+    except av.FFmpegError as exc:
+        # FFmpeg's message repeats the URL it was given, credentials included
+        reason = redact_urls_in(str(exc), settings.url)
+        raise OSError(f"PyAV cannot open {redact_url(settings.url)}: {reason}") from None
+    if not container.streams.video:
+        container.close()
+        raise OSError(f"{redact_url(settings.url)} has no video stream")
+    return container, container.streams.video[0]
+
+
 class PyAvCapture:
     def __init__(self, settings: CaptureSettings) -> None:
-        options = {} if settings.is_file else {"rtsp_transport": settings.rtsp_transport, **_FAST_PROBE}
-        try:
-            self._container: Any = av.open(
-                settings.url, options=options, timeout=(settings.open_timeout_s, settings.read_timeout_s)
-            )
-            self._stream: Any = self._container.streams.video[0]
-        except (av.FFmpegError, IndexError) as exc:
-            # FFmpeg's message repeats the URL it was given, credentials included
-            reason = redact_urls_in(str(exc), settings.url)
-            raise OSError(f"PyAV cannot open {redact_url(settings.url)}: {reason}") from None
+        self._container, self._stream = open_input(settings)
         if settings.decode_threads != 1:
             self._stream.thread_type = "AUTO"
         self._stream.thread_count = settings.decode_threads

@@ -15,8 +15,15 @@ Codec = Literal["h264", "hevc", "mp4v"]
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 #: How a camera node decodes: OpenCV (BGR pictures) or PyAV (the decoder's own YUV pictures).
 Decoder = Literal["opencv", "pyav"]
-#: How frames travel: MSight's JPEG, raw BGR, or a reference into a shared-memory ring.
-FrameEncoding = Literal["jpeg", "raw", "shm"]
+#: How frames travel: MSight's JPEG, raw BGR, a reference into a shared-memory ring, or the camera's own
+#: compressed packets, not decoded (passthrough recording).
+FrameEncoding = Literal["jpeg", "raw", "shm", "packets"]
+#: How passthrough segments are cut (the rule, for --help, the README and msightd.media.gop_segmenter).
+PACKET_SEGMENT_RULE = (
+    "camera packets (frame_encoding packets) are cut at keyframes: a segment closes at the first keyframe at or "
+    "after buffer_size frames (a GOP of 24 with --buffer-size 100 gives 120-frame segments); overlap is rounded "
+    "up to whole GOPs"
+)
 
 DEFAULT_SHM_DIR = "/dev/shm/msightd"
 #: Frame ring header geometry (the layout itself is in msightd.media.frame_ring): a 64 KiB header of

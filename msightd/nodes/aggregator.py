@@ -12,6 +12,9 @@ segments encode (a pub/sub subscriber that falls behind is disconnected by Redis
 sensor's partial segment is finished and published before exit. Frame deliveries are acknowledged only
 once a published segment holds them; frames that came through a shared-memory ring are released to its
 writer at the same moment, so a crash before then finds them still there when they are redelivered.
+
+Compressed camera packets (a camera node with ``frame_encoding = "packets"`` or a ``packet_topic``) take
+their own path, :mod:`msightd.nodes.packet_segments`: remuxed, not decoded, in whole-GOP segments.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -30,11 +34,13 @@ from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable, Delivery
 from msightd.media.frame_ring import FrameLost, FrameRingReader
 from msightd.media.video import EncoderSettings, I420Frame, SegmentEncoder
-from msightd.messages import FrameMessage, MalformedMessage, SegmentMessage, decode_frame
+from msightd.messages import FrameMessage, MalformedMessage, PacketMessage, SegmentMessage, decode_frame_or_packet
 from msightd.nodes.options import SENSOR_QUEUE_FRAMES, AggregatorOptions
+from msightd.nodes.packet_segments import PacketSegments
 from msightd.nodes.runtime import LogThrottle, MalformedMessageReporter, NodeRuntime, PeriodicSummary, consume
 from msightd.protocol import EXIT_FAILURE, EXIT_OK
 
+Item = TypeVar("Item")
 #: How long a stopping aggregator keeps trying to publish its last segments to an absent broker.
 STOP_PUBLISH_PATIENCE_S = 3.0
 
@@ -209,6 +215,7 @@ class ImageToVideoAggregatorNode:
         self._malformed = MalformedMessageReporter(runtime)
         self._rings = FrameRingReader(config.shm_dir, consumer=config.name)
         self._lost_log = LogThrottle()
+        self._packets = PacketSegments(self)
 
     def run(self) -> int:
         topic = self.config.subscribe_topic
@@ -227,18 +234,19 @@ class ImageToVideoAggregatorNode:
             subscription.close()
             for worker in self._workers.values():
                 worker.stop()
+            self._packets.stop()
             self._rings.close()
         return EXIT_FAILURE if self.encoder_failed.is_set() else EXIT_OK
 
     def _tick(self) -> None:
         self._rings.heartbeat()
-        queued = sum(worker.queue.qsize() for worker in self._workers.values())
+        queued = sum(worker.queue.qsize() for worker in self._workers.values()) + self._packets.queued()
         self._metrics.pending_segments.labels(self._metrics.node).set(queued / self.config.buffer_size)
-        self._summary.maybe_log(queued_frames=queued, sensors=len(self._workers))
+        self._summary.maybe_log(queued_frames=queued, sensors=len(self._workers) + len(self._packets))
 
     def _accept(self, delivery: Delivery) -> None:
         try:
-            message = decode_frame(delivery.payload)
+            message = decode_frame_or_packet(delivery.payload)
         except MalformedMessage as error:
             self._malformed.report(delivery.topic, error)
             delivery.ack()
@@ -247,25 +255,28 @@ class ImageToVideoAggregatorNode:
         self._metrics.frames_received.labels(self._metrics.node, sensor, delivery.topic).inc()
         self._metrics.mark_frame(sensor)
         self.runtime.progress()
+        if isinstance(message, PacketMessage):
+            self._packets.accept(message, delivery.ack)
+            return
         worker = self._workers.get(message.sensor_name)
         if worker is None:
             worker = self._workers[message.sensor_name] = SensorWorker(self, message.sensor_name)
         ref = message.shm
         release = _nothing if ref is None else lambda: self._rings.release(ref)
-        self._hand_over(worker, BufferedFrame(message, delivery.ack, release))
+        self.hand_over(worker.queue, message.sensor_name, BufferedFrame(message, delivery.ack, release))
 
-    def _hand_over(self, worker: SensorWorker, frame: BufferedFrame) -> None:
-        """Queue ``frame`` for its sensor's encoder, waiting while that queue is full (backpressure)."""
+    def hand_over(self, sensor_queue: queue.Queue[Item | None], sensor_name: str, item: Item) -> None:
+        """Queue a frame or packet for its sensor's thread, waiting while that queue is full (backpressure)."""
         while not self.encoder_failed.is_set():
             try:
-                worker.queue.put(frame, timeout=0.5)
+                sensor_queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 if self._behind_log.allow():
                     self.runtime.log.warning(
                         "encoding_behind",
-                        sensor=worker.sensor_name,
-                        queued_frames=worker.queue.qsize(),
+                        sensor=sensor_name,
+                        queued_frames=sensor_queue.qsize(),
                         msg="encoding cannot keep up with the cameras, receiving waits: too many cameras or too "
                         "slow a preset for this CPU?",
                     )
@@ -322,7 +333,7 @@ class ImageToVideoAggregatorNode:
             width=video.width,
             height=video.height,
         )
-        if not self._publish(message):
+        if not self.publish(message):
             return  # frames stay unacked: a durable transport redelivers them
         for frame in segment.frames:
             frame.ack()
@@ -337,7 +348,7 @@ class ImageToVideoAggregatorNode:
             cropped_to_even=video.cropped,
         )
 
-    def _publish(self, segment: SegmentMessage) -> bool:
+    def publish(self, segment: SegmentMessage) -> bool:
         """Publish, retrying while the broker is away; False only if it had to give up on exit."""
         topic = self.config.publish_topic
         payload = segment.to_wire()

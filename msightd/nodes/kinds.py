@@ -30,6 +30,8 @@ class NodeKind:
     #: The option naming the topic it publishes / subscribes to, and what travels there.
     publishes: tuple[str, Payload] | None = None
     subscribes: tuple[str, Payload] | None = None
+    #: An optional second published topic (an option that may be empty), e.g. a camera's packet_topic.
+    also_publishes: tuple[str, Payload] | None = None
     #: The ``msight_launch_*`` command that runs it ad hoc, and that command's description.
     launch_command: str = ""
     description: str = ""
@@ -42,14 +44,18 @@ class NodeKind:
     def published_topic(self, options: Any) -> str | None:
         return getattr(options, self.publishes[0]) if self.publishes else None
 
+    def published_topics(self, options: Any) -> set[str]:
+        ends = (self.publishes, self.also_publishes)
+        return {topic for end in ends if end is not None and (topic := getattr(options, end[0]))}
+
     def subscribed_topic(self, options: Any) -> str | None:
         return getattr(options, self.subscribes[0]) if self.subscribes else None
 
     def topics(self, options: Any) -> dict[str, Payload]:
         """The node's topics and what they carry."""
         found: dict[str, Payload] = {}
-        for end in (self.publishes, self.subscribes):
-            if end is not None and getattr(options, end[0]) is not None:  # an uploader of a save dir has none
+        for end in (self.publishes, self.subscribes, self.also_publishes):
+            if end is not None and getattr(options, end[0]):  # an uploader of a save dir has none
                 found[getattr(options, end[0])] = end[1]
         return found
 
@@ -58,7 +64,8 @@ NODE_KINDS: dict[str, NodeKind] = {
     kind.name: kind
     for kind in (
         NodeKind("rtsp", RtspSourceOptions, "msightd.nodes.rtsp:RtspSourceNode", stage=0,
-                 publishes=("publish_topic", "frames"), launch_command="msight_launch_rtsp",
+                 publishes=("publish_topic", "frames"), also_publishes=("packet_topic", "frames"),
+                 launch_command="msight_launch_rtsp",
                  description="Read an RTSP camera (or a video file) and publish its frames."),
         NodeKind("image_to_video_aggregator", AggregatorOptions,
                  "msightd.nodes.aggregator:ImageToVideoAggregatorNode", stage=1,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from msightd.media.formats import (
     CODECS,
     DEFAULT_SHM_DIR,
+    PACKET_SEGMENT_RULE,
     RING_MAX_SLOTS,
     X264_PRESETS,
     Codec,
@@ -85,8 +86,14 @@ class RtspSourceOptions(NodeOptions):
     jpeg_quality: int = option(90, "JPEG quality 1-100")
     frame_encoding: FrameEncoding = option(
         "jpeg",
-        "jpeg (MSight's), raw BGR through the broker, or shm: pixels in a shared-memory ring, only a reference "
-        "on the bus (fastest; msightd consumers on this host)",
+        "jpeg (MSight's), raw BGR through the broker, shm: pixels in a shared-memory ring, only a reference "
+        "on the bus (msightd consumers on this host), or packets: the camera's own H.264/H.265, not decoded "
+        "(passthrough recording: the aggregator stores it as it is)",
+    )
+    packet_topic: str = option(
+        "",
+        "also publish the camera's own packets (not decoded) to this topic, for passthrough recording, while "
+        "decoded frames go to the publish topic: perception and recording from one camera connection",
     )
     shm_dir: str = option(DEFAULT_SHM_DIR, "directory of frame rings")
     #: More than a consumer holds unacknowledged (an aggregator: buffer_size + SENSOR_QUEUE_FRAMES), or frames
@@ -121,6 +128,15 @@ class RtspSourceOptions(NodeOptions):
             raise ConfigError(f"shm_slots must be 2..{RING_MAX_SLOTS}, got {self.shm_slots}")
         if self.shm_consumer_timeout_s <= 0:
             raise ConfigError(f"shm_consumer_timeout_s must be > 0, got {self.shm_consumer_timeout_s}")
+        if self.packet_topic and (self.frame_encoding == "packets" or self.packet_topic == self.publish_topic):
+            raise ConfigError(
+                "packet_topic is for a camera node that also decodes frames: it needs a frame_encoding other than "
+                f"'packets' and a topic other than publish_topic ({self.publish_topic!r}), got {self.packet_topic!r}"
+            )
+        if self.frame_encoding == "packets" and self.resize_ratio != 1.0:
+            raise ConfigError(
+                f"resize_ratio must be 1.0 with frame_encoding 'packets' (nothing is decoded), got {self.resize_ratio}"
+            )
         blocking_s = max(self.open_timeout_s, self.read_timeout_s)
         if self.liveness_timeout_s and self.liveness_timeout_s <= blocking_s + 1:
             raise ConfigError(
@@ -144,7 +160,7 @@ class AggregatorOptions(NodeOptions):
     subscribe_topic: str = option(help="frame topic", flags=("-st", "--subscribe-topic"))
     publish_topic: str = option(help="segment topic", flags=("-pt", "--publish-topic"))
     fps: float = option(10.0, "frame rate of the MP4")
-    buffer_size: int = option(100, "frames per segment")
+    buffer_size: int = option(100, f"frames per segment; {PACKET_SEGMENT_RULE}")
     overlap_size: int = option(0, "frames shared by consecutive segments (< buffer size)")
     codec: Codec = option("h264", "h264 (plays in browsers), hevc or mp4v")
     crf: int = option(23, "h264/hevc quality, 0-51, lower is better")

@@ -13,6 +13,8 @@ Frame encodings (``frame_encoding``): ``jpeg`` is MSight's and works across host
 pixels through the broker (no codec, but 3.7 MB per 1280x960 frame); ``shm`` keeps the pixels in a
 shared-memory ring on this host and sends only a reference, the cheapest way to same-host msightd
 consumers (see :mod:`msightd.media.frame_ring`). A frame the ring cannot take goes inline as JPEG.
+``packets`` decodes nothing: it publishes the camera's own H.264/H.265 access units (see
+:mod:`msightd.media.packets`) for an aggregator to store as they are (passthrough recording).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,8 +36,9 @@ from msightd.logs import redact_url
 from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
+from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit, keyframe_picture
 from msightd.media.thumbnail import ThumbnailWriter
-from msightd.messages import FrameMessage, FrameRef
+from msightd.messages import FrameMessage, FrameRef, PacketMessage
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
 from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_path
@@ -58,7 +62,11 @@ class RtspSourceNode:
         self._metrics = runtime.metrics
         self._sensor = runtime.metrics.sensor(config.sensor_name)
         self._ids = FrameIdGenerator(worker_id_for(config.name))
-        self._backlog: deque[FrameMessage] = deque()
+        self._backlog: deque[tuple[str, FrameMessage | PacketMessage]] = deque()  # (topic, message)
+        self._packet_sequence = 0  # packets since the source was (re)opened
+        self._packets_published = 0  # to packet_topic
+        self._unreadable_seen = 0
+        self._parameters_log = LogThrottle()
         self._backlog_dropped = 0
         self._publish_backoff = Backoff(0.1, 2.0)
         self._publish_retry_at = 0.0
@@ -88,7 +96,7 @@ class RtspSourceNode:
             config.decode_threads,
         )  # fmt: skip
 
-    def _connect(self) -> Capture | None:
+    def _connect(self) -> Capture | PacketCapture | TeeCapture | None:
         """Open the source, retrying with backoff until it works or the node is stopped."""
         backoff = Backoff(self._config.reconnect_delay_s, self._config.reconnect_delay_max_s)
         settings = self._capture_settings()
@@ -97,7 +105,13 @@ class RtspSourceNode:
             self._runtime.heartbeat()
             attempt += 1
             try:
-                capture = open_capture(self._config.decoder, settings)
+                if self._config.frame_encoding == "packets" or self._config.packet_topic:
+                    capture: Capture | PacketCapture | TeeCapture = (
+                        TeeCapture(settings) if self._config.packet_topic else PacketCapture(settings)
+                    )
+                    self._packet_sequence = 0
+                else:
+                    capture = open_capture(self._config.decoder, settings)
             except OSError as exc:
                 error = str(exc)  # capture's errors carry the URL redacted
             else:
@@ -143,10 +157,11 @@ class RtspSourceNode:
                 self._ring.close(remove_if_unheld=True)
             if self._thumbnail is not None:
                 self._thumbnail.remove()
-        self._log.info("source_stopped", frames_published=self._frames_published)
+        extra = {"packets_published": self._packets_published} if self._config.packet_topic else {}
+        self._log.info("source_stopped", frames_published=self._frames_published, **extra)
         return EXIT_OK
 
-    def _read_until_lost(self, capture: Capture) -> bool:
+    def _read_until_lost(self, capture: Capture | PacketCapture | TeeCapture) -> bool:
         """Read and publish until the source is lost (False) or finished / stopped (True)."""
         config = self._config
         file_fps = capture.frame_rate() if config.is_file else 0.0
@@ -173,8 +188,60 @@ class RtspSourceNode:
                     self._runtime.stop.wait(delay)
                 else:
                     next_due = time.monotonic()  # fell behind (slow disk?): don't burst to catch up
-            self._handle_frame(picture, time.time())
+            now = time.time()
+            if isinstance(capture, PacketCapture | TeeCapture):
+                self._report_bad_parameter_sets(capture)
+            if isinstance(picture, TeedUnit):
+                self._handle_packet(picture.unit, now, self._config.packet_topic, count=False)
+                for decoded in picture.pictures:
+                    self._handle_frame(decoded, now)
+            elif isinstance(picture, AccessUnit):
+                self._handle_packet(picture, now, self._config.publish_topic)
+            else:
+                self._handle_frame(picture, now)
         return True
+
+    def _report_bad_parameter_sets(self, capture: PacketCapture | TeeCapture) -> None:
+        """A parameter set the capture could not read (the packets still go out as sent, with the last good
+        picture size): counted, and logged at most every 10 s."""
+        unreadable = capture.unreadable_parameter_sets
+        if unreadable > self._unreadable_seen:
+            self._unreadable_seen = unreadable
+            if self._parameters_log.allow():
+                self._log.warning(
+                    "parameter_sets_unreadable", count=unreadable, error=capture.last_error,
+                    hint="the camera sent an SPS/PPS this recorder cannot parse; its bytes are recorded as sent",
+                )  # fmt: skip
+
+    def _handle_packet(self, unit: AccessUnit, captured_at: float, topic: str, count: bool = True) -> None:
+        """Publish a compressed frame as the camera sent it to ``topic`` (``frame_encoding = "packets"``, or
+        ``packet_topic`` beside decoded frames; ``count``: whether it counts as a frame read). After each
+        (re)connection, frames before the first keyframe are not published: nothing could decode them."""
+        metrics = self._metrics
+        if count:
+            metrics.frames_read.labels(metrics.node, self._sensor).inc()
+        if self._packet_sequence == 0 and not unit.keyframe:
+            metrics.frames_dropped.labels(metrics.node, self._sensor, "before_keyframe").inc()
+            return
+        if count:
+            self._note_gap(captured_at)
+        message = unit.to_message(
+            self._config.sensor_name, self._runtime.device_name, self._ids.next_id(), captured_at, self._packet_sequence
+        )
+        self._packet_sequence += 1
+        if count and unit.keyframe and self._thumbnail is not None and self._thumbnail.due(now := time.monotonic()):
+            picture = keyframe_picture(unit)  # the web page's thumbnail: one keyframe decoded every few seconds
+            if picture is not None:
+                self._thumbnail.write(picture.bgr(), now)
+        self._log_captured(
+            lambda: f"{unit.codec} {'keyframe' if unit.keyframe else 'frame'} of {unit.width}x{unit.height}",
+            captured_at,
+            message.frame_id,
+        )
+        self._publish(message, topic)
+        if count:
+            metrics.mark_frame(self._sensor)
+        self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
 
     def _handle_frame(self, picture: DecodedFrame, captured_at: float) -> None:
         metrics = self._metrics
@@ -186,18 +253,21 @@ class RtspSourceNode:
         message = self._to_message(picture, captured_at)
         if self._thumbnail is not None and self._thumbnail.due(now := time.monotonic()):
             self._thumbnail.write(picture.bgr(), now)
+        self._log_captured(lambda: f"the image shape is {picture.shape}", captured_at, message.frame_id)
+        self._publish(message, self._config.publish_topic)
+        metrics.mark_frame(self._sensor)
+        self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
+
+    def _log_captured(self, describe: Callable[[], str], captured_at: float, frame_id: int) -> None:
+        """MSight's per-frame line, built only when shown."""
         log = self._runtime.log
-        if log.is_enabled_for(self._runtime.frame_log_level):  # MSight's line, built only when shown
+        if log.is_enabled_for(self._runtime.frame_log_level):
             log.log(
                 self._runtime.frame_log_level,
                 "frame_captured",
-                msg=f"Got image from {self._config.sensor_name}, the image shape is {picture.shape}, "
-                f"time: {_naive_iso(captured_at)}",
-                frame_id=message.frame_id,
+                msg=f"Got image from {self._config.sensor_name}, {describe()}, time: {_naive_iso(captured_at)}",
+                frame_id=frame_id,
             )
-        self._publish(message)
-        metrics.mark_frame(self._sensor)
-        self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
 
     def _note_gap(self, captured_at: float) -> None:
         """Report an outage when frames resume after a loss (or after an unusually long silence)."""
@@ -288,8 +358,8 @@ class RtspSourceNode:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _publish(self, message: FrameMessage) -> None:
-        self._backlog.append(message)
+    def _publish(self, message: FrameMessage | PacketMessage, topic: str) -> None:
+        self._backlog.append((topic, message))
         limit = self._config.backlog_frames
         while len(self._backlog) > max(limit, 1):
             self._backlog.popleft()
@@ -301,10 +371,9 @@ class RtspSourceNode:
     def _flush_backlog(self, final: bool) -> None:
         """Publish the backlog in order; on failure keep it and wait a backoff delay before retrying,
         so a dead broker costs one failed attempt per delay, not one per frame."""
-        topic = self._config.publish_topic
         metrics = self._metrics
         while self._backlog:
-            message = self._backlog[0]
+            topic, message = self._backlog[0]
             try:
                 self._runtime.bus.publish(topic, message.to_wire())
             except BusUnavailable as exc:
@@ -323,7 +392,10 @@ class RtspSourceNode:
                 return
             self._backlog.popleft()
             self._publish_backoff.reset()
-            self._frames_published += 1
+            if topic == self._config.publish_topic:
+                self._frames_published += 1
+            else:
+                self._packets_published += 1
             metrics.frames_published.labels(metrics.node, self._sensor, topic).inc()
             self._runtime.progress()
         if self._backlog_dropped:

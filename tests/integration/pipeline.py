@@ -34,8 +34,11 @@ def segments_on_disk(save_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(found, key=lambda item: item[1]["first_capture_timestamp"])
 
 
-def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int, overlap: int) -> tuple[Proc, Proc]:
-    """The tutorial's dumper and aggregator (MSight's flags), started and subscribed."""
+def start_consumers(
+    processes: list[Proc], tmp_path: Path, url: str, buffer: int, overlap: int, extra_args: tuple[str, ...] = ()
+) -> tuple[Proc, Proc]:
+    """The tutorial's dumper and aggregator (MSight's flags, plus ``extra_args`` for both), started and
+    subscribed."""
     dumper = launch(
         processes,
         tmp_path,
@@ -48,6 +51,7 @@ def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int
             "aggregated_video",
             "--save-dir",
             "./received_videos",
+            *extra_args,
         ],
         url,
     )
@@ -69,6 +73,7 @@ def start_consumers(processes: list[Proc], tmp_path: Path, url: str, buffer: int
             str(buffer),
             "--overlap-size",
             str(overlap),
+            *extra_args,
         ],
         url,
     )

@@ -1,0 +1,121 @@
+"""Demux-only capture from a real RTSP camera (GStreamer server), segmented and remuxed without decoding."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from msightd.media import nal
+from msightd.media.capture import CaptureSettings
+from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
+from msightd.media.packets import AccessUnit, PacketCapture
+from msightd.media.remux import remux_mp4
+from testbed.rtsp import RtspServer, rtsp_server_available
+from tests.support.clips import framemd5, mp4_sample_md5, write_clip
+from tests.support.video import probe_video
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "h264": write_clip(folder / "h264.mp4", "h264", frames=30, gop=10),
+        "hevc": write_clip(folder / "hevc.mp4", "hevc", frames=30, gop=10),
+        "h264_small": write_clip(folder / "small.mp4", "h264", frames=30, gop=10, width=320, height=240),
+    }
+
+
+def serve(files: list[Path]) -> RtspServer:
+    reason = rtsp_server_available()
+    if reason is not None:
+        pytest.fail(f"RTSP test server unavailable: {reason} (scripts/system-deps test installs it)", pytrace=False)
+    return RtspServer(source="file", file=files)
+
+
+def open_camera(url: str, timeout_s: float = 20.0) -> PacketCapture:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return PacketCapture(CaptureSettings(url, False, "tcp", 5.0, 2.0, 1))
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def read_units(capture: PacketCapture, count: int) -> Iterator[AccessUnit]:
+    for _ in range(count):
+        unit = capture.read()
+        assert unit is not None, "camera stopped sending"
+        yield unit
+
+
+def segments_of(units: list[AccessUnit], buffer_size: int) -> list[ClosedSegment[AccessUnit]]:
+    segmenter: GopSegmenter[AccessUnit] = GopSegmenter(
+        buffer_size, 0, lambda u: u.keyframe, lambda u: (u.codec, u.extradata, u.width, u.height)
+    )
+    closed = [segment for unit in units for segment in segmenter.add(unit).closed]
+    return closed + segmenter.close("end")
+
+
+def pictures(codec: str, access_unit: bytes) -> tuple[bytes, ...]:
+    """The coded picture data (slice NAL units) of an access unit."""
+    return tuple(u for u in nal.split_annexb(access_unit) if nal.is_slice(codec, nal.nal_type(codec, u)))
+
+
+def file_pictures(path: Path, codec: str) -> list[tuple[bytes, ...]]:
+    capture = PacketCapture(CaptureSettings(str(path), True, "tcp", 5.0, 2.0, 1))
+    try:
+        return [pictures(codec, unit.data) for unit in iter(capture.read, None)]
+    finally:
+        capture.close()
+
+
+def assert_bit_exact(segment: list[AccessUnit], data: bytes, path: Path) -> None:
+    path.write_bytes(data)
+    assert framemd5(path) == [mp4_sample_md5(unit.data) for unit in segment]
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_camera_bitstream_is_recorded_bit_exact(codec: str, clips: dict[str, Path], tmp_path: Path) -> None:
+    source = file_pictures(clips[codec], codec)
+    with serve([clips[codec]]) as camera:
+        capture = open_camera(camera.url)
+        try:
+            units = list(read_units(capture, 45))
+        finally:
+            capture.close()
+    assert {u.codec for u in units} == {codec} and {(u.width, u.height) for u in units} == {(640, 480)}
+    segments = segments_of(units, buffer_size=10)
+    assert len(segments) >= 3 and all(len(s.items) == 10 for s in segments[:-1])  # GOP 10: 10-frame segments
+    for index, segment in enumerate(segments):
+        video = remux_mp4(segment.items, fallback_fps=10.0)
+        assert_bit_exact(segment.items, video.data, tmp_path / f"{index}.mp4")
+        assert video.timestamps_from == "pts" and video.fps == pytest.approx(10.0, rel=0.05)
+        assert probe_video(video.data).frame_count == len(segment.items)
+        # the coded pictures are the encoder's own, in the clip's order (the server loops the clip)
+        positions = [source.index(pictures(codec, unit.data)) for unit in segment.items]
+        assert positions == [(positions[0] + n) % len(source) for n in range(len(positions))]
+
+
+def test_resolution_change_is_read_from_the_sps_and_ends_the_segment(clips: dict[str, Path], tmp_path: Path) -> None:
+    with serve([clips["h264"], clips["h264_small"]]) as camera:
+        capture = open_camera(camera.url)
+        try:
+            units = list(read_units(capture, 75))
+        finally:
+            capture.close()
+    sizes = [(u.width, u.height) for u in units]
+    assert {(640, 480), (320, 240)} <= set(sizes)
+    segments = segments_of(units, buffer_size=100)  # never full: only the size changes close segments
+    assert len(segments) >= 2
+    for index, segment in enumerate(segments):
+        size = (segment.items[0].width, segment.items[0].height)
+        assert all((u.width, u.height) == size for u in segment.items)
+        video = remux_mp4(segment.items, fallback_fps=10.0)
+        info = probe_video(video.data)
+        assert (info.width, info.height, info.frame_count) == (*size, len(segment.items))
+        assert_bit_exact(segment.items, video.data, tmp_path / f"{index}.mp4")
