@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
-    parser.add_argument("--decoder", choices=("opencv", "pyav"), default="opencv", help="rtsp node decoder")
+    parser.add_argument("--decoder", choices=("opencv", "pyav"), default="pyav", help="rtsp node decoder")
     parser.add_argument("--decode-threads", type=int, default=1, help="rtsp node decoding threads (default 1)")
     parser.add_argument("--encoder-threads", type=int, default=1, help="x264 threads per sensor (default 1; 0: auto)")
     parser.add_argument(

@@ -110,7 +110,11 @@ class RtspSourceOptions(NodeOptions):
     backlog_frames: int = option(300, "frames kept in memory while the broker is down")
     #: One decoding thread is the cheapest per frame (no hand-offs); raise it for 4K at high frame rates.
     decode_threads: int = option(1, "decoding threads (0: one per core)")
-    decoder: Decoder = option("opencv", "opencv (BGR pictures) or pyav (YUV pictures: cheaper with shm frames)")
+    #: PyAV follows a camera that changes resolution (OpenCV rescales every later frame to the first size) and
+    #: hands its YUV pictures to a frame ring without conversions; MSight decodes with PyAV too.
+    decoder: Decoder = option(
+        "pyav", "pyav (the decoder's YUV pictures, follows size changes) or opencv (BGR, keeps the first size)"
+    )
 
     def validate(self) -> None:
         super().validate()

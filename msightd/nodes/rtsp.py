@@ -33,7 +33,7 @@ from msightd.backoff import Backoff
 from msightd.bus import BusUnavailable
 from msightd.identity import FrameIdGenerator, worker_id_for
 from msightd.logs import redact_url
-from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, open_capture
+from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, OpenCvCapture, open_capture
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
 from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit, keyframe_picture
@@ -81,6 +81,7 @@ class RtspSourceNode:
                 config.shm_dir, config.publish_topic, config.sensor_name, config.shm_slots, timeout_s
             )
         self._ring_broken = False
+        self._said_rescales = False
         self._inline_log = LogThrottle()
         self._thumbnail: ThumbnailWriter | None = None
         if runtime.thumbnail_dir:
@@ -104,8 +105,9 @@ class RtspSourceNode:
         while not self._runtime.stop.is_set():
             self._runtime.heartbeat()
             attempt += 1
+            packets = self._config.frame_encoding == "packets"
             try:
-                if self._config.frame_encoding == "packets" or self._config.packet_topic:
+                if packets or self._config.packet_topic:
                     capture: Capture | PacketCapture | TeeCapture = (
                         TeeCapture(settings) if self._config.packet_topic else PacketCapture(settings)
                     )
@@ -116,6 +118,13 @@ class RtspSourceNode:
                 error = str(exc)  # capture's errors carry the URL redacted
             else:
                 self._log.info("source_opened", url=redact_url(self._config.url), attempt=attempt)
+                if isinstance(capture, OpenCvCapture) and not self._said_rescales:
+                    self._said_rescales = True
+                    self._log.warning(
+                        "decoder_keeps_first_size",
+                        msg="the opencv decoder rescales every frame to the camera's first picture size: a camera "
+                        "that changes resolution is recorded stretched; decoder = pyav follows the change",
+                    )
                 self._runtime.mark_ready()
                 return capture
             delay = backoff.next_delay()

@@ -57,6 +57,8 @@ def test_frames_through_a_full_ring_and_a_late_consumer_all_reach_the_files(
     )  # fmt: skip
     wait_for(lambda: len(source.has_event("frame_captured")) >= 15, 60, "15 frames published before any consumer")
     assert source.has_event("frame_sent_inline")[0]["reason"] == "consumer_behind"
+    # OpenCV rescales a camera that changes resolution: it says so, once; PyAV follows the change silently
+    assert len(source.has_event("decoder_keeps_first_size")) == (1 if decoder == "opencv" else 0)
     dumper = launch(
         processes,
         tmp_path,
