@@ -181,6 +181,18 @@ def _timestamp(fields: Mapping[str, Any], name: str) -> float:
     return value
 
 
+def _identity(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every MSight message carries: whose, when, which."""
+    device = fields.get("device_name")
+    return {
+        "sensor_name": _sensor_name(fields),
+        "capture_timestamp": _timestamp(fields, "capture_timestamp"),
+        "creation_timestamp": float(fields.get("creation_timestamp") or 0.0),
+        "frame_id": int(_field(fields, "frame_id", int)),
+        "device_name": device if isinstance(device, str) else "",
+    }
+
+
 def _sensor_name(fields: Mapping[str, Any]) -> str:
     return str(_field(fields, "sensor_name", str))
 
@@ -200,13 +212,8 @@ def _frame_from_fields(fields: Mapping[str, Any]) -> FrameMessage:
     shm = _frame_ref(fields) if "shm_ring" in fields else None
     if shm is None and not is_encoded and len(image) != size[0] * size[1] * size[2]:
         raise MalformedMessage("bad_field", f"raw image holds {len(image)} bytes, size {list(size)} needs more")
-    device = fields.get("device_name")
     return FrameMessage(
-        sensor_name=_sensor_name(fields),
-        capture_timestamp=_timestamp(fields, "capture_timestamp"),
-        creation_timestamp=float(fields.get("creation_timestamp") or 0.0),
-        frame_id=int(_field(fields, "frame_id", int)),
-        device_name=device if isinstance(device, str) else "",
+        **_identity(fields),
         image=image,
         size=size,
         is_encoded=is_encoded,
@@ -244,14 +251,9 @@ def decode_segment(payload: bytes) -> SegmentMessage:
         raise MalformedMessage("bad_field", "frame_ids must all be integers")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in timestamps):
         raise MalformedMessage("bad_field", "capture_timestamps must all be numbers")
-    device = fields.get("device_name")
     codec = fields.get("codec")
     return SegmentMessage(
-        sensor_name=_sensor_name(fields),
-        capture_timestamp=_timestamp(fields, "capture_timestamp"),
-        creation_timestamp=float(fields.get("creation_timestamp") or 0.0),
-        frame_id=int(_field(fields, "frame_id", int)),
-        device_name=device if isinstance(device, str) else "",
+        **_identity(fields),
         video=bytes(_field(fields, "video", (bytes, bytearray))),
         frame_ids=tuple(int(v) for v in frame_ids),
         capture_timestamps=tuple(float(v) for v in timestamps),
@@ -342,13 +344,8 @@ def _packet_from_fields(fields: Mapping[str, Any]) -> PacketMessage:
     data = bytes(_field(fields, "data", (bytes, bytearray)))
     if not data:
         raise MalformedMessage("bad_field", "field 'data' is empty")
-    device = fields.get("device_name")
     return PacketMessage(
-        sensor_name=_sensor_name(fields),
-        capture_timestamp=_timestamp(fields, "capture_timestamp"),
-        creation_timestamp=float(fields.get("creation_timestamp") or 0.0),
-        frame_id=int(_field(fields, "frame_id", int)),
-        device_name=device if isinstance(device, str) else "",
+        **_identity(fields),
         codec=codec,
         extradata=bytes(_field(fields, "extradata", (bytes, bytearray))),
         keyframe=bool(_field(fields, "keyframe", bool)),

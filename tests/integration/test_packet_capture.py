@@ -8,31 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from msightd.media import nal
 from msightd.media.capture import CaptureSettings
 from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.remux import remux_mp4
-from testbed.rtsp import RtspServer, rtsp_server_available
-from tests.support.clips import framemd5, mp4_sample_md5, write_clip
+from tests.support.clips import (
+    file_pictures,
+    framemd5,
+    mp4_sample_md5,
+    passthrough_clips,
+    pictures,
+    serve_files,
+)
 from tests.support.video import probe_video
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("clips")
-    return {
-        "h264": write_clip(folder / "h264.mp4", "h264", frames=30, gop=10),
-        "hevc": write_clip(folder / "hevc.mp4", "hevc", frames=30, gop=10),
-        "h264_small": write_clip(folder / "small.mp4", "h264", frames=30, gop=10, width=320, height=240),
-    }
-
-
-def serve(files: list[Path]) -> RtspServer:
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.fail(f"RTSP test server unavailable: {reason} (scripts/system-deps test installs it)", pytrace=False)
-    return RtspServer(source="file", file=files)
+    return passthrough_clips(tmp_path_factory.mktemp("clips"))
 
 
 def open_camera(url: str, timeout_s: float = 20.0) -> PacketCapture:
@@ -61,19 +54,6 @@ def segments_of(units: list[AccessUnit], buffer_size: int) -> list[ClosedSegment
     return closed + segmenter.close("end")
 
 
-def pictures(codec: str, access_unit: bytes) -> tuple[bytes, ...]:
-    """The coded picture data (slice NAL units) of an access unit."""
-    return tuple(u for u in nal.split_annexb(access_unit) if nal.is_slice(codec, nal.nal_type(codec, u)))
-
-
-def file_pictures(path: Path, codec: str) -> list[tuple[bytes, ...]]:
-    capture = PacketCapture(CaptureSettings(str(path), True, "tcp", 5.0, 2.0, 1))
-    try:
-        return [pictures(codec, unit.data) for unit in iter(capture.read, None)]
-    finally:
-        capture.close()
-
-
 def assert_bit_exact(segment: list[AccessUnit], data: bytes, path: Path) -> None:
     path.write_bytes(data)
     assert framemd5(path) == [mp4_sample_md5(unit.data) for unit in segment]
@@ -82,7 +62,7 @@ def assert_bit_exact(segment: list[AccessUnit], data: bytes, path: Path) -> None
 @pytest.mark.parametrize("codec", ["h264", "hevc"])
 def test_camera_bitstream_is_recorded_bit_exact(codec: str, clips: dict[str, Path], tmp_path: Path) -> None:
     source = file_pictures(clips[codec], codec)
-    with serve([clips[codec]]) as camera:
+    with serve_files([clips[codec]]) as camera:
         capture = open_camera(camera.url)
         try:
             units = list(read_units(capture, 45))
@@ -102,7 +82,7 @@ def test_camera_bitstream_is_recorded_bit_exact(codec: str, clips: dict[str, Pat
 
 
 def test_resolution_change_is_read_from_the_sps_and_ends_the_segment(clips: dict[str, Path], tmp_path: Path) -> None:
-    with serve([clips["h264"], clips["h264_small"]]) as camera:
+    with serve_files([clips["h264"], clips["h264_small"]]) as camera:
         capture = open_camera(camera.url)
         try:
             units = list(read_units(capture, 75))

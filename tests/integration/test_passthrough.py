@@ -12,14 +12,17 @@ import pytest
 import redis
 
 from msightd.bus.streams import PAYLOAD_FIELD
-from msightd.media import nal
-from msightd.media.capture import CaptureSettings
-from msightd.media.packets import PacketCapture
 from msightd.messages import PacketMessage, decode_frame, decode_packet
-from testbed.rtsp import RtspServer, rtsp_server_available
 from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk, start_consumers
-from tests.support.clips import framemd5, mp4_sample_md5, write_clip
+from tests.support.clips import (
+    file_pictures,
+    framemd5,
+    mp4_sample_md5,
+    passthrough_clips,
+    pictures,
+    serve_files,
+)
 from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
 from tests.support.video import probe_video
@@ -29,19 +32,7 @@ STREAM = ("--transport", "stream")
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("clips")
-    return {
-        "h264": write_clip(folder / "h264.mp4", "h264", frames=30, gop=10),
-        "hevc": write_clip(folder / "hevc.mp4", "hevc", frames=30, gop=10),
-        "h264_small": write_clip(folder / "small.mp4", "h264", frames=30, gop=10, width=320, height=240),
-    }
-
-
-def camera(files: list[Path]) -> RtspServer:
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.fail(f"RTSP test server unavailable: {reason} (scripts/system-deps test installs it)", pytrace=False)
-    return RtspServer(source="file", file=files)
+    return passthrough_clips(tmp_path_factory.mktemp("clips"))
 
 
 def start_camera_node(
@@ -86,19 +77,6 @@ def published_packets(redis_url: str) -> dict[int, PacketMessage]:
     return {m.frame_id: m for m in messages}
 
 
-def pictures(codec: str, access_unit: bytes) -> tuple[bytes, ...]:
-    """The coded pictures (slice NAL units) of an access unit."""
-    return tuple(u for u in nal.split_annexb(access_unit) if nal.is_slice(codec, nal.nal_type(codec, u)))
-
-
-def clip_pictures(path: Path, codec: str) -> list[tuple[bytes, ...]]:
-    capture = PacketCapture(CaptureSettings(str(path), True, "tcp", 5.0, 2.0, 1))
-    try:
-        return [pictures(codec, unit.data) for unit in iter(capture.read, None)]
-    finally:
-        capture.close()
-
-
 def check_segment(video: Path, meta: dict[str, Any], packets: dict[int, PacketMessage]) -> list[PacketMessage]:
     """The file holds exactly the published packets its JSON names, byte for byte, starting on a
     keyframe, and decodes back to as many frames at the size the JSON states."""
@@ -118,13 +96,13 @@ def test_camera_stream_is_stored_bit_exact_in_keyframe_aligned_segments(
 ) -> None:
     url = redis_server.url
     save_dir = tmp_path / "received_videos"
-    with camera([clips[codec]]) as server:
+    with serve_files([clips[codec]]) as server:
         dumper, aggregator = start_consumers(processes, tmp_path, url, buffer=25, overlap=0, extra_args=STREAM)
         source = start_camera_node(processes, tmp_path, url, server.url)
         wait_for(lambda: len(segments_on_disk(save_dir)) >= 3, 60, "three segments on disk")
         stop_all(source, aggregator, dumper, save_dir)
     packets = published_packets(url)
-    source_pictures = clip_pictures(clips[codec], codec)
+    source_pictures = file_pictures(clips[codec], codec)
     recorded: list[int] = []
     segments = segments_on_disk(save_dir)
     for index, (video, meta) in enumerate(segments):
@@ -146,7 +124,7 @@ def test_resolution_change_and_camera_outage_close_segments_leaving_valid_files(
 ) -> None:
     url = redis_server.url
     save_dir = tmp_path / "received_videos"
-    with camera([clips["h264"], clips["h264_small"]]) as server:  # 640x480 for 3 s, then 320x240 for 3 s
+    with serve_files([clips["h264"], clips["h264_small"]]) as server:  # 640x480 for 3 s, then 320x240 for 3 s
         dumper, aggregator = start_consumers(processes, tmp_path, url, buffer=100, overlap=0, extra_args=STREAM)
         source = start_camera_node(processes, tmp_path, url, server.url)
         wait_for(lambda: len(segments_on_disk(save_dir)) >= 2, 60, "segments cut by the size changes")
@@ -169,7 +147,7 @@ def test_one_camera_connection_feeds_perception_frames_and_passthrough_recording
     go out as JPEG frames for perception consumers."""
     url = redis_server.url
     save_dir = tmp_path / "received_videos"
-    with camera([clips["h264"]]) as server:
+    with serve_files([clips["h264"]]) as server:
         dumper, aggregator = start_consumers(processes, tmp_path, url, buffer=25, overlap=0, extra_args=STREAM)
         outputs = ("-pt", "perception_frames", "--frame-encoding", "jpeg", "--packet-topic", "rtsp_images")
         source = start_camera_node(processes, tmp_path, url, server.url, outputs)

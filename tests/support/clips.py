@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 
 from msightd.media import nal
+from msightd.media.capture import CaptureSettings
+from msightd.media.packets import PacketCapture
 from msightd.media.sample import sample_frame
+from testbed.rtsp import RtspServer, rtsp_server_available
 
 ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
@@ -62,3 +66,34 @@ def framemd5(path: Path) -> list[str]:
         timeout=60,
     )
     return [line.rsplit(",", 1)[1].strip() for line in result.stdout.splitlines() if not line.startswith("#")]
+
+
+def passthrough_clips(folder: Path) -> dict[str, Path]:
+    """GOP-10 clips the passthrough tests serve: H.264, H.265, and a smaller H.264 (a resolution change)."""
+    return {
+        "h264": write_clip(folder / "h264.mp4", "h264", frames=30, gop=10),
+        "hevc": write_clip(folder / "hevc.mp4", "hevc", frames=30, gop=10),
+        "h264_small": write_clip(folder / "small.mp4", "h264", frames=30, gop=10, width=320, height=240),
+    }
+
+
+def serve_files(files: list[Path]) -> RtspServer:
+    """A real RTSP camera streaming ``files`` one after another, without re-encoding."""
+    reason = rtsp_server_available()
+    if reason is not None:
+        pytest.fail(f"RTSP test server unavailable: {reason} (scripts/system-deps test installs it)", pytrace=False)
+    return RtspServer(source="file", file=files)
+
+
+def pictures(codec: str, access_unit: bytes) -> tuple[bytes, ...]:
+    """The coded picture data (slice NAL units) of an access unit."""
+    return tuple(u for u in nal.split_annexb(access_unit) if nal.is_slice(codec, nal.nal_type(codec, u)))
+
+
+def file_pictures(path: Path, codec: str) -> list[tuple[bytes, ...]]:
+    """The coded pictures of every access unit of a clip, in order."""
+    capture = PacketCapture(CaptureSettings(str(path), True, "tcp", 5.0, 2.0, 1))
+    try:
+        return [pictures(codec, unit.data) for unit in iter(capture.read, None)]
+    finally:
+        capture.close()
