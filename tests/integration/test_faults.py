@@ -24,7 +24,7 @@ from tests.integration.pipeline import launch, segments_on_disk
 from tests.integration.test_observability import scrape, total
 from tests.support.filesystems import small_filesystem
 from tests.support.processes import Proc
-from tests.support.redis import RedisEndpoint
+from tests.support.redis import RedisEndpoint, keep_every_entry
 from tests.support.video import probe_video
 
 
@@ -34,15 +34,6 @@ def published_frame_ids(redis_url: str, topic: str) -> list[int]:
     client = redis.Redis.from_url(redis_url)
     try:
         return [decode_frame(fields[b"d"]).frame_id for _, fields in client.xrange(topic)]
-    finally:
-        client.close()
-
-
-def keep_every_entry(redis_url: str, topic: str) -> None:
-    """A consumer group that never reads: the broker must keep every entry of ``topic`` for it."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.xgroup_create(topic, "audit", id="0", mkstream=True)
     finally:
         client.close()
 

@@ -24,7 +24,7 @@ from tests.support.clips import (
     serve_files,
 )
 from tests.support.processes import Proc
-from tests.support.redis import RedisEndpoint
+from tests.support.redis import RedisEndpoint, keep_every_entry
 from tests.support.video import probe_video
 
 STREAM = ("--transport", "stream")
@@ -38,8 +38,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def start_camera_node(
     processes: list[Proc], tmp_path: Path, url: str, camera_url: str, outputs: tuple[str, ...] = ()
 ) -> Proc:
-    """The camera node; by default it publishes packets to rtsp_images (what the aggregator reads)."""
+    """The camera node; by default it publishes packets to rtsp_images (what the aggregator reads). Its
+    topics keep every entry (acknowledged entries are trimmed otherwise): the tests read them all back."""
     outputs = outputs or ("-pt", "rtsp_images", "--frame-encoding", "packets")
+    for topic in ("rtsp_images", "perception_frames"):
+        keep_every_entry(url, topic)
     return launch(
         processes,
         tmp_path,

@@ -131,3 +131,12 @@ def redis_for_test(persistent: bool = False) -> Iterator[RedisEndpoint]:
         yield endpoint
     finally:
         endpoint.remove()
+
+
+def keep_every_entry(redis_url: str, topic: str) -> None:
+    """A consumer group that never reads: the broker must keep every entry of ``topic`` for it."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.xgroup_create(topic, "audit", id="0", mkstream=True)
+    finally:
+        client.close()
