@@ -119,14 +119,14 @@ class Supervisor:
 
     def run(self) -> int:
         """Start all nodes and supervise them until SIGTERM/SIGINT has stopped them all; return the exit code."""
-        for spec in self._start_order(self.config.nodes):
+        for spec in self.config.nodes:
             self._nodes[spec.name] = SupervisedNode(spec, NodeFiles.under(self._nodes_dir, spec.name))
         for node in self._in_start_order(self._nodes.values()):
             self._start(node)
         while True:
             self._handle_signals()
             self._reap()
-            self._kill_hung()
+            self._watch_liveness()
             self._advance_stops()
             if self._shutting_down and not any(n.alive or n.stop_requested for n in self._nodes.values()):
                 break
@@ -150,11 +150,8 @@ class Supervisor:
         return max(0.0, min([TICK_S, *(when - now for when in due)]))
 
     @staticmethod
-    def _start_order(specs: Iterable[NodeSpec]) -> list[NodeSpec]:
+    def _in_start_order(nodes: Iterable[SupervisedNode]) -> list[SupervisedNode]:
         """Consumers first, so they are subscribed before producers publish."""
-        return sorted(specs, key=lambda s: -NODE_KINDS[s.kind].stage)
-
-    def _in_start_order(self, nodes: Iterable[SupervisedNode]) -> list[SupervisedNode]:
         return sorted(nodes, key=lambda n: -NODE_KINDS[n.spec.kind].stage)
 
     # -- starting --------------------------------------------------------------------------------
@@ -286,9 +283,10 @@ class Supervisor:
 
     # -- liveness ----------------------------------------------------------------------------------
 
-    def _kill_hung(self) -> None:
+    def _watch_liveness(self) -> None:
         """Kill every node whose main loop stopped beating (stuck in a C call, deadlocked, frozen on a disk);
-        its restart policy then restarts it like any dead node. Also withholds stale nodes' live gauges."""
+        its restart policy then restarts it like any dead node. Also exports each node's last progress and
+        withholds stale nodes' live gauges."""
         scan = scan_liveness(self._nodes.values(), time.time())
         for node in self._nodes.values():
             if node.last_progress_at is not None:
@@ -423,8 +421,9 @@ class Supervisor:
             node.start_times.clear()
             node.consecutive_failures = 0
         self._request_stop([self._nodes[n] for n in changed + retried], AfterStop.START, new_specs)
-        for spec in self._start_order(new_specs[n] for n in added):
-            node = self._nodes[spec.name] = SupervisedNode(spec, NodeFiles.under(self._nodes_dir, spec.name))
+        new_nodes = [SupervisedNode(new_specs[n], NodeFiles.under(self._nodes_dir, n)) for n in added]
+        for node in self._in_start_order(new_nodes):
+            self._nodes[node.spec.name] = node
             self._start(node)
         self._log.info("reloaded", changed=changed, added=added, removed=removed, restarted_failed=retried)
         self._notifier.ready("reloaded")
