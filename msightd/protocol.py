@@ -85,6 +85,18 @@ class HostSettings:
             raise ValueError(f"stream_maxlen must be >= 1, got {self.stream_maxlen}")
 
 
+#: How often a camera node refreshes its thumbnail while it is wanted (the page reloads them every few seconds).
+THUMBNAIL_INTERVAL_S = 2.0
+#: Camera nodes make thumbnails only while the web page asked for one within this many seconds: decoding a
+#: keyframe for a picture nobody looks at costs a passthrough camera node more than recording does.
+THUMBNAIL_DEMAND_S = 30.0
+
+
+def thumbnail_demand_path(thumbnail_dir: str | Path) -> Path:
+    """The file whose modification time says when the web page last wanted a thumbnail (any camera's)."""
+    return Path(thumbnail_dir) / ".wanted"
+
+
 def thumbnail_path(thumbnail_dir: str | Path, sensor_name: str) -> Path:
     """Where a camera node leaves the thumbnail of its latest frame, and where the web page looks for it:
     ``<thumbnail_dir>/<safe sensor name>.jpg`` (sensor names are untrusted, as in segment file names)."""

@@ -1,7 +1,11 @@
 """A camera's latest picture as a small JPEG for the web page: ``<thumbnail dir>/<safe sensor>.jpg``.
 
-Written every ``interval_s`` at most (the page refreshes every few seconds; 320 px wide ≈ 10-20 kB, well
-under a millisecond of work at that rate), atomically (a temp file in the same directory, then
+Written every ``interval_s`` at most (the page refreshes every few seconds; 320 px wide ≈ 10-20 kB), and
+only while someone looks: the web page touches a demand file (:func:`msightd.protocol.thumbnail_demand_path`)
+whenever it serves a thumbnail, and a camera node that sees no demand for ``THUMBNAIL_DEMAND_S`` stops making
+them and removes its last one, so a stale picture never looks live. That matters for a box that runs for
+months with the page closed: a camera recorded without decoding has to decode a whole keyframe for each
+thumbnail, which costs it more than recording. Written atomically (a temp file in the same directory, then
 ``rename``), so the web never serves half a picture. The directory is the daemon's runtime dir, which is
 RAM on most systems: nothing here is fsynced and nothing is kept. A write that fails (the directory
 gone, the disk full) is logged once per outage and never stops the camera.
@@ -10,24 +14,28 @@ gone, the disk full) is logged once per outage and never stops the camera.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
-import numpy as np
+from msightd.protocol import THUMBNAIL_DEMAND_S, THUMBNAIL_INTERVAL_S
+
+if TYPE_CHECKING:
+    import numpy as np
 
 THUMBNAIL_WIDTH = 320
-THUMBNAIL_INTERVAL_S = 2.0
 THUMBNAIL_QUALITY = 70
 
 
 class ThumbnailWriter:
-    """Owned by one camera node's main loop (not thread-safe)."""
+    """Owned by one camera node's main loop (not thread-safe). ``demand``: the web page's demand file (None:
+    thumbnails are always made)."""
 
     def __init__(
         self,
         path: Path,
         log: Any,
+        demand: Path | None = None,
         width: int = THUMBNAIL_WIDTH,
         interval_s: float = THUMBNAIL_INTERVAL_S,
         quality: int = THUMBNAIL_QUALITY,
@@ -36,17 +44,35 @@ class ThumbnailWriter:
         self.width = width
         self._log = log
         self._interval_s = interval_s
+        self._demand = demand
         self._quality = quality
         self._next_at = 0.0
         self._failing = False
         self._temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def due(self, now: float) -> bool:
-        """Whether the next picture should be made into a thumbnail (``now``: monotonic seconds)."""
-        return now >= self._next_at
+        """Whether the next picture should be made into a thumbnail (``now``: monotonic seconds). Checks the
+        demand file at most once per interval; without demand the last thumbnail is removed."""
+        if now < self._next_at:
+            return False
+        if self._demand is None or self._wanted():
+            return True
+        self._next_at = now + self._interval_s
+        self.remove()
+        return False
+
+    def _wanted(self) -> bool:
+        assert self._demand is not None
+        try:
+            asked_at = os.stat(self._demand).st_mtime
+        except OSError:
+            return False
+        return time.time() - asked_at <= THUMBNAIL_DEMAND_S
 
     def write(self, bgr: np.ndarray, now: float) -> None:
         """Scale ``bgr`` to ``width`` (keeping its aspect) and replace the thumbnail with it."""
+        import cv2  # here: a camera node recording without decoding may never need OpenCV
+
         self._next_at = now + self._interval_s
         height, width = bgr.shape[:2]
         if width != self.width:

@@ -41,7 +41,7 @@ from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef, PacketMessage
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
-from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_path
+from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_demand_path, thumbnail_path
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
 GAP_THRESHOLD_S = 2.0
@@ -85,7 +85,11 @@ class RtspSourceNode:
         self._inline_log = LogThrottle()
         self._thumbnail: ThumbnailWriter | None = None
         if runtime.thumbnail_dir:
-            self._thumbnail = ThumbnailWriter(thumbnail_path(runtime.thumbnail_dir, config.sensor_name), self._log)
+            self._thumbnail = ThumbnailWriter(
+                thumbnail_path(runtime.thumbnail_dir, config.sensor_name),
+                self._log,
+                demand=thumbnail_demand_path(runtime.thumbnail_dir),
+            )
 
     # -- capture ---------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from msightd.daemon.web.http import HttpServer
 from msightd.daemon.web.server import metrics_server, web_server
 from msightd.daemon.web.site import Archive, Camera, ExportFailed, SiteLayout, WebSources
+from msightd.protocol import thumbnail_demand_path
 from tests.support.web import Answer, get
 
 SECRET = b"the contents of a file outside every served directory"
@@ -169,6 +172,24 @@ def test_the_status_page_shows_nodes_rates_and_thumbnails(web: HttpServer) -> No
     assert thumbnail.headers["Cache-Control"] == "no-store"
     assert get(web.port, "/static/app.js").status == 200
     assert get(web.port, "/nope").status == 404
+
+
+def test_a_thumbnail_request_tells_the_cameras_and_waits_for_a_late_one(
+    web: HttpServer, files: dict[str, Path]
+) -> None:
+    demand = thumbnail_demand_path(files["thumbs"])
+    demand.unlink(missing_ok=True)
+    assert get(web.port, "/thumbnail/test_camera.jpg").status == 200
+    assert time.time() - demand.stat().st_mtime < 5  # camera nodes make thumbnails while this is fresh
+    late = files["thumbs"] / "late_camera.jpg"  # a camera that had stopped: it makes one on its next check
+    writer = threading.Timer(1.0, lambda: late.write_bytes(b"\xff\xd8 late \xff\xd9"))
+    writer.start()
+    try:
+        answer = get(web.port, "/thumbnail/late_camera.jpg")
+    finally:
+        writer.join()
+        late.unlink(missing_ok=True)
+    assert answer.status == 200 and answer.body == b"\xff\xd8 late \xff\xd9"
 
 
 def test_the_status_api_is_json_with_rates(web: HttpServer) -> None:

@@ -11,8 +11,12 @@ Prometheus scrapes, and a token never guards ``/healthz``. The server class is t
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,9 +29,13 @@ from msightd.daemon.web.files import file_response
 from msightd.daemon.web.http import Handler, HttpServer, Request, Response, text_response
 from msightd.daemon.web.pages import Pages
 from msightd.daemon.web.site import WebSources
+from msightd.protocol import THUMBNAIL_INTERVAL_S, thumbnail_demand_path
 
 #: Segment files never change once written: let the browser keep them for a while.
 SEGMENT_CACHE_S = 3600
+#: How long a thumbnail request waits for a camera that had stopped making thumbnails (nobody was looking) to
+#: make one: its next check of the demand file, plus a keyframe.
+THUMBNAIL_WAIT_S = THUMBNAIL_INTERVAL_S + 2.0
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
@@ -39,6 +47,20 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
         if suffix in _STATIC_TYPES:
             files[entry.name] = (entry.read_bytes(), _STATIC_TYPES[suffix])
     return files
+
+
+def want_thumbnail(directory: Path, name: str) -> None:
+    """Tell the camera nodes that the page shows thumbnails (they make them only then, see
+    :mod:`msightd.media.thumbnail`) and, when ``name`` is not there yet, wait a little for it. Only a plain
+    file name is waited for, so the wait tells nothing about paths outside the directory."""
+    with contextlib.suppress(OSError):  # the directory is made by the first camera's first thumbnail
+        directory.mkdir(exist_ok=True)
+        thumbnail_demand_path(directory).touch()
+    if os.path.basename(name) != name or name.startswith("."):
+        return
+    deadline = time.monotonic() + THUMBNAIL_WAIT_S
+    while not os.path.exists(directory / name) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def web_routes(sources: WebSources, log: structlog.typing.FilteringBoundLogger) -> dict[str, Handler]:
@@ -61,6 +83,7 @@ def web_routes(sources: WebSources, log: structlog.typing.FilteringBoundLogger) 
         directory = sources.layout().thumbnail_dir
         if len(request.segments) != 2 or directory is None or not request.segments[1].endswith(".jpg"):
             return text_response(404, "no such thumbnail")
+        want_thumbnail(directory, request.segments[1])
         return file_response(request, directory, request.segments[1])
 
     return {
