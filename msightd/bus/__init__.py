@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 TRANSPORTS = ("pubsub", "stream")
-#: Entries a stream topic keeps, by what it carries (the daemon's [topics] tables may override them). They
-#: bound the broker's memory and how long a consumer may be away: ~1000 frames is 100-250 MB of JPEG at
-#: 1280x960 (shared-memory references are tiny), ~100 segments 100-300 MB.
+#: Entries a stream topic keeps per node publishing there, by what it carries (the daemon's [topics] tables may
+#: set a topic's total). They bound the broker's memory and how long a consumer may be away: 1000 frames of one
+#: 10 fps camera is 100 s, 100-250 MB of JPEG at 1280x960 or ~50 MB of its own H.264 packets (shared-memory
+#: references are tiny); 100 segments are 100-500 MB.
 STREAM_MAXLEN = {"frames": 1000, "segments": 100}
 #: For a topic whose payload is not known (the launch commands' --stream-maxlen).
 DEFAULT_STREAM_MAXLEN = STREAM_MAXLEN["frames"]

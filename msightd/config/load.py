@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,8 @@ def parse_config(document: Mapping[str, Any], where: str) -> DaemonConfig:
     problems += shared_sensor_problems(nodes, where)
     if problems:
         raise ConfigFileError(problems)
-    nodes = [dataclasses.replace(n, topics=_node_topics(n, topics, transport)) for n in nodes]
+    publishers = _publishers(nodes)
+    nodes = [dataclasses.replace(n, topics=_node_topics(n, topics, transport, publishers)) for n in nodes]
     return DaemonConfig(
         path=where,
         nodes=tuple(nodes),
@@ -200,10 +202,25 @@ def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], where: str) -
 
 
 def _node_topics(
-    node: NodeSpec, explicit: Mapping[str, Mapping[str, Any]], transport: str
+    node: NodeSpec, explicit: Mapping[str, Mapping[str, Any]], transport: str, publishers: Mapping[str, int]
 ) -> tuple[tuple[str, TopicSettings], ...]:
+    """Each topic's settings as this node uses them. An unset maxlen is the payload's per-publisher budget
+    times the nodes publishing there: 40 cameras on one frame topic each keep what one camera would. A
+    fixed cap shared by all of them let MAXLEN trim entries still pending in the aggregator (a segment's
+    worth per camera is in flight), so an aggregator restart, or falling a little behind, lost frames."""
     carried = NODE_KINDS[node.kind].topics(node.options)
     return tuple(
-        (topic, TopicSettings(**{"transport": transport, "maxlen": STREAM_MAXLEN[payload], **explicit.get(topic, {})}))
+        (
+            topic,
+            TopicSettings(
+                **{"transport": transport, "maxlen": STREAM_MAXLEN[payload] * max(1, publishers.get(topic, 0))}
+                | dict(explicit.get(topic, {}))
+            ),
+        )
         for topic, payload in sorted(carried.items())
     )
+
+
+def _publishers(nodes: Sequence[NodeSpec]) -> Counter[str]:
+    """How many nodes publish to each topic."""
+    return Counter(topic for node in nodes for topic in NODE_KINDS[node.kind].published_topics(node.options))

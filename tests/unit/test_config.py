@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from msightd.bus import STREAM_MAXLEN
 from msightd.config.load import load_config
 from msightd.config.schema import ConfigFileError
 
@@ -132,6 +133,17 @@ def test_redis_tls_files_and_topics(tmp_path: Path) -> None:
     assert (topics["segments"].transport, topics["segments"].maxlen) == ("stream", 50)
     found = problems(tmp_path, '[topics.frames]\ntransport = "carrier-pigeon"\n' + BASE)
     assert any("[topics.frames]: key 'transport' must be one of 'pubsub', 'stream'" in p for p in found)
+
+
+def test_a_topic_keeps_entries_per_publishing_node_unless_set(tmp_path: Path) -> None:
+    second_camera = BASE.split("[[nodes]]")[1].replace('"cam"', '"cam2"').replace('"c1"', '"c2"')
+    config = load(tmp_path, BASE + "[[nodes]]" + second_camera)
+    for node in config.nodes:  # type: ignore[attr-defined]
+        topics = dict(node.topics)
+        assert topics["frames"].maxlen == 2 * STREAM_MAXLEN["frames"]  # the aggregator holds both cameras' GOPs
+        assert "segments" not in topics or topics["segments"].maxlen == STREAM_MAXLEN["segments"]
+    fixed = load(tmp_path, "[topics.frames]\nmaxlen = 300\n" + BASE + "[[nodes]]" + second_camera)
+    assert dict(fixed.nodes[0].topics)["frames"].maxlen == 300  # type: ignore[attr-defined]
 
 
 def test_shared_memory_frames_warn_about_a_small_ring_or_another_directory(tmp_path: Path) -> None:
