@@ -6,9 +6,9 @@ topic (pub/sub for MSight compatibility, streams for durability) without touchin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 TRANSPORTS = ("pubsub", "stream")
 #: Entries a stream topic keeps per node publishing there, by what it carries (the daemon's [topics] tables may
@@ -35,6 +35,21 @@ class Delivery:
     topic: str
     payload: bytes
     ack: Callable[[], None] = field(default=_no_ack)
+
+
+def ack_all(acks: Iterable[Callable[[], None]]) -> None:
+    """Call every ack; those a transport can send together (stream entries of one subscription and topic,
+    which carry ``batch_key`` and ``ack_batch``) go in one round trip: a segment's hundred frames cost the
+    broker one XACK instead of a hundred, and the node a hundred fewer round trips."""
+    batches: dict[Hashable, list[Any]] = {}
+    for ack in acks:
+        key = getattr(ack, "batch_key", None)
+        if key is None:
+            ack()
+        else:
+            batches.setdefault(key, []).append(ack)
+    for batch in batches.values():
+        batch[0].ack_batch(batch)
 
 
 class Subscription(Protocol):

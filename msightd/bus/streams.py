@@ -29,7 +29,6 @@ Needs Redis >= 6.2 (``XAUTOCLAIM``, ``XTRIM MINID``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 import time
 from collections import deque
@@ -42,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from msightd.bus import BusUnavailable, Delivery
-from msightd.bus.acks import BROKER_ERRORS, AckTracker, is_error
+from msightd.bus.acks import BROKER_ERRORS, AckTracker, EntryAck, is_error
 from msightd.bus.connection import RedisSettings
 from msightd.bus.outage import BrokerOutage
 from msightd.bus.trim import DEFAULT_TRIM_INTERVAL_S, StreamTrimmer
@@ -380,7 +379,7 @@ class StreamSubscription:
                 self._acks.ack(topic, entry_id)
                 continue
             self._acks.hold(topic, entry_id)
-            ack = functools.partial(self._acks.ack, topic, entry_id)
+            ack = EntryAck(self._acks, topic, entry_id)
             self._buffer.append(Delivery(topic=topic, payload=payload, ack=ack))
         if unreadable:
             self._log.warning(

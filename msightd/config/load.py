@@ -202,23 +202,21 @@ def _parse_node(raw: Any, index: int, defaults: Mapping[str, Any], where: str) -
 
 
 def _node_topics(
-    node: NodeSpec, explicit: Mapping[str, Mapping[str, Any]], transport: str, publishers: Mapping[str, int]
+    node: NodeSpec, explicit: Mapping[str, Mapping[str, Any]], transport: str, publishers: Counter[str]
 ) -> tuple[tuple[str, TopicSettings], ...]:
     """Each topic's settings as this node uses them. An unset maxlen is the payload's per-publisher budget
     times the nodes publishing there: 40 cameras on one frame topic each keep what one camera would. A
     fixed cap shared by all of them let MAXLEN trim entries still pending in the aggregator (a segment's
     worth per camera is in flight), so an aggregator restart, or falling a little behind, lost frames."""
     carried = NODE_KINDS[node.kind].topics(node.options)
-    return tuple(
-        (
-            topic,
-            TopicSettings(
-                **{"transport": transport, "maxlen": STREAM_MAXLEN[payload] * max(1, publishers.get(topic, 0))}
-                | dict(explicit.get(topic, {}))
-            ),
-        )
-        for topic, payload in sorted(carried.items())
-    )
+    settings = []
+    for topic, payload in sorted(carried.items()):
+        defaults: dict[str, Any] = {
+            "transport": transport,
+            "maxlen": STREAM_MAXLEN[payload] * max(1, publishers[topic]),
+        }
+        settings.append((topic, TopicSettings(**(defaults | dict(explicit.get(topic, {}))))))
+    return tuple(settings)
 
 
 def _publishers(nodes: Sequence[NodeSpec]) -> Counter[str]:

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from msightd.backoff import Backoff
-from msightd.bus import BusUnavailable, Delivery
+from msightd.bus import BusUnavailable, Delivery, ack_all
 from msightd.media.frame_ring import FrameLost, FrameRingReader
 from msightd.media.video import EncoderSettings, I420Frame, SegmentEncoder
 from msightd.messages import FrameMessage, MalformedMessage, PacketMessage, SegmentMessage, decode_frame_or_packet
@@ -335,8 +335,8 @@ class ImageToVideoAggregatorNode:
         )
         if not self.publish(message):
             return  # frames stay unacked: a durable transport redelivers them
+        ack_all(frame.ack for frame in segment.frames)
         for frame in segment.frames:
-            frame.ack()
             frame.release()
         self.runtime.log.info(
             "segment_published",

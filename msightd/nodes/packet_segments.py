@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from msightd.bus import ack_all
 from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
 from msightd.media.remux import remux_mp4
 from msightd.messages import PacketMessage, SegmentMessage
@@ -117,8 +118,7 @@ class PacketSensorWorker:
         )
         if not self._node.publish(message):
             return  # packets stay unacknowledged: a durable transport redelivers them
-        for packet in segment.items:
-            packet.ack()
+        ack_all(packet.ack for packet in segment.items)
         self._node.runtime.log.info(
             "segment_published",
             sensor=first.sensor_name,

@@ -14,7 +14,7 @@ import redis
 import structlog
 from structlog.testing import LogCapture
 
-from msightd.bus import BusUnavailable, Delivery
+from msightd.bus import BusUnavailable, Delivery, ack_all
 from msightd.bus.connection import RedisSettings
 from msightd.bus.pubsub import RedisPubSubBus
 from msightd.bus.router import TopicSettings, open_bus
@@ -246,6 +246,32 @@ def test_ack_from_another_thread(make_bus: BusFactory, raw: redis.Redis) -> None
     acker.join(10)
     assert not acker.is_alive()
     assert pending_count(raw) == 0
+    subscription.close()
+
+
+def xack_calls(raw: redis.Redis) -> int:
+    return int(raw.info("commandstats").get("cmdstat_xack", {}).get("calls", 0))
+
+
+def test_a_segments_worth_of_acks_is_one_round_trip_and_survives_an_outage(
+    make_bus: BusFactory, raw: redis.Redis, redis_server: RedisEndpoint, capture: LogCapture
+) -> None:
+    bus = make_bus()
+    for i in range(30):
+        bus.publish(TOPIC, b"%d" % i)
+    subscription = bus.subscribe([TOPIC])
+    deliveries = receive_n(subscription, 30)
+    before = xack_calls(raw)
+    ack_all(delivery.ack for delivery in deliveries[:20])
+    assert xack_calls(raw) == before + 1 and pending_count(raw) == 10
+    redis_server.stop()  # the rest are parked while the broker is away, and sent once it is back
+    ack_all(delivery.ack for delivery in deliveries[20:])
+    assert [e["entries"] for e in events(capture, "bus_ack_failed")] == [10]
+    redis_server.start()
+    deadline = time.monotonic() + 15
+    while not events(capture, "bus_acks_flushed") and time.monotonic() < deadline:
+        assert subscription.receive(timeout_s=0.2) is None
+    assert [e["entries"] for e in events(capture, "bus_acks_flushed")] == [10]
     subscription.close()
 
 
