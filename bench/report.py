@@ -33,13 +33,14 @@ def format_table(result: dict[str, Any]) -> str:
         f"{settings['buffer_size']}-frame segments",
         f"clips: {clips}; {result['environment']['cpus']} CPUs",
         "",
-        f"{'process':<18} {'kind':<11} {'CPU s/frame':>12} {'ms/frame':>9} {'cores':>6} {'RSS MB':>8} {'frames':>7}",
+        f"{'process':<18} {'kind':<11} {'CPU s/frame':>12} {'ms/frame':>9} {'cores':>6} {'RSS MB':>8} "
+        f"{'PSS MB':>8} {'frames':>7}",
     ]
     for name, node in pipeline["nodes"].items():
         lines.append(
             f"{name:<18} {node['kind']:<11} {fmt(node['cpu_s_per_frame'], '.5f'):>12} "
             f"{fmt(node['ms_per_frame'], '.2f'):>9} {fmt(node['cores'], '.2f'):>6} {node['rss_max_mb']:>8.1f} "
-            f"{node['frames']:>7.0f}"
+            f"{node.get('pss_max_mb', 0.0):>8.1f} {node['frames']:>7.0f}"
         )
     total = pipeline["total_cpu_s_per_frame"]
     lines.append(
@@ -49,7 +50,7 @@ def format_table(result: dict[str, Any]) -> str:
     if floor is not None:
         lines.append(
             f"{'FLOOR ffmpeg':<30} {fmt(floor['cpu_s_per_frame'], '.5f'):>12} {fmt(floor['ms_per_frame'], '.2f'):>9} "
-            f"{fmt(floor['cores'], '.2f'):>6} {floor['rss_max_mb']:>8.1f} {floor['frames']:>7.0f}"
+            f"{fmt(floor['cores'], '.2f'):>6} {floor['rss_max_mb']:>8.1f} {'':>8} {floor['frames']:>7.0f}"
         )
         lines.append(f"ratio total/floor: {fmt(result['ratio_total_to_floor'], '.2f')}x")
     latency = pipeline["latency_s"]
@@ -61,6 +62,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"(by {pipeline['accounting']}); node restarts {restarts}",
         backlog_line(pipeline),
         broker_line(pipeline),
+        f"memory: peak PSS of the whole pipeline {pipeline.get('pss_total_mb', 0.0):.0f} MB, "
+        f"{fmt(pipeline.get('pss_mb_per_camera'), '.1f')} MB per camera",
         f"capture-to-disk latency: p50 {fmt(latency['p50'], '.2f')} s, p99 {fmt(latency['p99'], '.2f')} s, "
         f"max {fmt(latency['max'], '.2f')} s ({latency['n']} full segments); "
         f"mean encode {fmt(pipeline['encode_seconds_mean'], '.2f')} s",

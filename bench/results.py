@@ -57,6 +57,7 @@ def node_results(run: PipelineRun) -> dict[str, dict[str, Any]]:
             "cores": rounded(_cores(tracked, run.window.window_s)),
             "startup_cpu_s": rounded(tracked.marks.get("base")),
             "rss_max_mb": round(tracked.max_rss / 2**20, 1),
+            "pss_max_mb": round(tracked.max_pss / 2**20, 1),
             "restarts": run.window.restarts.get(label, 0),
         }
     return results
@@ -163,6 +164,13 @@ def _epoch(iso: Any) -> float:
         return float("inf")
 
 
+def memory_per_camera(nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The whole pipeline's memory (every process's peak PSS, broker and daemon included) per camera."""
+    cameras = sum(1 for n in nodes.values() if n["kind"] == "rtsp")
+    total = sum(n["pss_max_mb"] for n in nodes.values())
+    return {"pss_total_mb": round(total, 1), "pss_mb_per_camera": round(total / cameras, 1) if cameras else None}
+
+
 def pipeline_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
     """The ``pipeline`` section of the JSON (and of the table)."""
     nodes = node_results(run)
@@ -173,6 +181,7 @@ def pipeline_results(run: PipelineRun, buffer_size: int) -> dict[str, Any]:
         "broker_memory": run.broker,
         "total_cpu_s_per_frame": rounded(total_per_frame(nodes), 6),
         "total_cores": rounded(sum(n["cores"] or 0.0 for n in nodes.values())),
+        **memory_per_camera(nodes),
         **frame_accounting(run),
         **segment_results(run, buffer_size),
         **overload(run, buffer_size),
