@@ -117,6 +117,7 @@ def run_node(kind: str, options: Any, host: HostSettings) -> int:
         heartbeat=Pulse(host.heartbeat_file, also=metrics.refresh_rates),
         progress=Pulse(host.progress_file),
         thumbnail_dir=host.thumbnail_dir,
+        worker_id=host.worker_id,
     )
     try:
         node = NODE_KINDS[kind].load()(options, runtime)

@@ -53,6 +53,23 @@ class FrameIdGenerator:
             return (now_ms << (_WORKER_BITS + _SEQUENCE_BITS)) | (self._worker << _SEQUENCE_BITS) | self._sequence
 
 
-def worker_id_for(node_name: str) -> int:
-    """A worker id that differs between nodes and between restarts of one node."""
+def worker_id_for(node_name: str, assigned: int | None = None) -> int:
+    """The worker id a node's frame ids carry: ``assigned`` by the daemon (distinct among its nodes), else
+    derived from the node's name and process id. Derived ids are 10 bits: among 40 cameras two share one
+    more often than not, and then two frames captured in the same millisecond get the same id (seen in a
+    40-camera run), so the daemon hands out distinct ones (:class:`WorkerIds`)."""
+    if assigned is not None:
+        return assigned & ((1 << _WORKER_BITS) - 1)
     return (hash(node_name) ^ os.getpid()) & ((1 << _WORKER_BITS) - 1)
+
+
+class WorkerIds:
+    """Distinct worker ids for a daemon's nodes, by name: kept for a node across restarts and reloads (a
+    restarted node's ids still only go forward: its clock has moved on), new names get the next free one.
+    Unique for the first 1024 names a daemon has run."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, int] = {}
+
+    def __call__(self, node_name: str) -> int:
+        return self._by_name.setdefault(node_name, len(self._by_name) % (1 << _WORKER_BITS))

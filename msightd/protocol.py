@@ -77,6 +77,8 @@ class HostSettings:
     progress_file: str | None = None
     #: Where camera nodes leave a thumbnail of their latest frame for the daemon's web page.
     thumbnail_dir: str | None = None
+    #: The frame-id worker id, distinct among the daemon's nodes (None: derived from name and pid).
+    worker_id: int | None = None
 
     def validate(self) -> None:
         if self.transport not in TRANSPORTS:

@@ -36,6 +36,7 @@ from msightd.daemon.liveness import scan_liveness
 from msightd.daemon.metrics import SupervisorMetrics
 from msightd.daemon.process import AfterStop, NodeFiles, NodeState, ReloadPlan, SupervisedNode, describe_exit
 from msightd.daemon.sdnotify import SystemdNotifier
+from msightd.identity import WorkerIds
 from msightd.nodes.kinds import NODE_KINDS
 from msightd.pdeathsig import die_with_parent
 from msightd.protocol import EXIT_CONFIG, METRICS_DIR_ENV, TLS_ENV_PREFIX, ChildLaunch, HostSettings
@@ -70,6 +71,7 @@ class Supervisor:
     ) -> None:
         self.config = config
         self._host = host
+        self._worker_ids = WorkerIds()
         self._nodes_dir = runtime_dir / "nodes"
         self._metrics_dir = metrics_dir
         self._metrics = metrics
@@ -165,6 +167,7 @@ class Supervisor:
             ready_file=str(node.files.ready),
             heartbeat_file=str(node.files.heartbeat),
             progress_file=str(node.files.progress),
+            worker_id=self._worker_ids(spec.name),
         )
         return ChildLaunch(spec.kind, dataclasses.asdict(spec.options), host)
 

@@ -61,7 +61,7 @@ class RtspSourceNode:
         self._log = runtime.log.bind(sensor=config.sensor_name)
         self._metrics = runtime.metrics
         self._sensor = runtime.metrics.sensor(config.sensor_name)
-        self._ids = FrameIdGenerator(worker_id_for(config.name))
+        self._ids = FrameIdGenerator(worker_id_for(config.name, runtime.worker_id))
         self._backlog: deque[tuple[str, FrameMessage | PacketMessage]] = deque()  # (topic, message)
         self._packet_sequence = 0  # packets since the source was (re)opened
         self._packets_published = 0  # to packet_topic

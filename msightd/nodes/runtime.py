@@ -74,6 +74,8 @@ class NodeRuntime:
     progress: Callable[[], None] = field(default=_nothing)
     #: Where a camera node leaves a thumbnail of its latest frame (under the daemon; None: none).
     thumbnail_dir: str | None = None
+    #: Frame-id worker id assigned by the daemon (None: derived, see :func:`msightd.identity.worker_id_for`).
+    worker_id: int | None = None
 
 
 class PeriodicSummary:
