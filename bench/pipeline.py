@@ -78,8 +78,13 @@ def pipeline_toml(
 
 
 def _camera_topics(args: argparse.Namespace) -> str:
+    """With --packet-topic the camera's decoded frames go to a perception topic the bench does not read:
+    perception's reading is perception's cost. In ``shm`` that ring would keep every unread frame for a consumer
+    yet to come (``shm_consumer_timeout_s``, 120 s) and send the rest inline as JPEG; one second makes the camera
+    node write the ring as it does for a perception consumer that keeps up."""
     if args.packet_topic:
-        return f'publish_topic = "{PERCEPTION_TOPIC}"\npacket_topic = "{FRAME_TOPIC}"\n'
+        unread = "shm_consumer_timeout_s = 1.0\n" if args.frame_encoding == "shm" else ""
+        return f'publish_topic = "{PERCEPTION_TOPIC}"\npacket_topic = "{FRAME_TOPIC}"\n{unread}'
     return f'publish_topic = "{FRAME_TOPIC}"\n'
 
 
