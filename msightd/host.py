@@ -11,6 +11,7 @@ interpreter is stuck), which the daemon asks for before it kills a hung node.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -126,6 +127,7 @@ def run_node(kind: str, options: Any, host: HostSettings) -> int:
         return EXIT_CONFIG
     topics = {topic: bus.settings_for(topic).transport for topic in NODE_KINDS[kind].topics(options)}
     log.info("node_started", kind=kind, pid=os.getpid(), broker=settings.describe(), transports=topics)
+    _freeze_startup_objects()
     try:
         code: int = node.run()
     finally:
@@ -133,6 +135,15 @@ def run_node(kind: str, options: Any, host: HostSettings) -> int:
     log.info("node_exited", code=code)
     sys.stdout.flush()
     return code
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything made so far (the imported media stack: hundreds of thousands of objects that live as
+    long as the process) out of the garbage collector's sight, so the collections that every frame's
+    short-lived objects trigger do not walk them all again and again (py-spy caught a camera node inside
+    the collector; the CPU saved is within the bench's noise, the pauses are gone)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _ready_marker(log: Any, path: str | None) -> Any:

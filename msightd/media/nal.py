@@ -62,15 +62,25 @@ def is_slice(codec: str, kind: int) -> bool:
 def parameter_sets(codec: str, access_unit: bytes) -> list[bytes]:
     """The VPS/SPS/PPS NAL units in front of an access unit's first slice (where encoders put them).
 
-    Stops at the first slice, so an ordinary frame costs one or two NAL headers, not a scan of its data.
+    Reads each NAL unit's type before looking for its end, and stops at the first slice: an ordinary frame
+    costs a NAL header or two, not a search through its 50 KB of slice data (which cost ~30 us a frame).
     """
     found = []
-    for nal in split_annexb(access_unit):
-        kind = nal_type(codec, nal)
-        if is_slice(codec, kind):
-            break
-        if is_parameter_set(codec, kind):
-            found.append(nal)
+    start = access_unit.find(b"\x00\x00\x01")
+    while start != -1:
+        begin = start + 3
+        following = -1
+        if begin < len(access_unit) and not access_unit.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"), begin):
+            kind = nal_type(codec, access_unit[begin : begin + 1])
+            if is_slice(codec, kind):
+                break
+            following = access_unit.find(b"\x00\x00\x01", begin)
+            end = len(access_unit) if following == -1 else following - (access_unit[following - 1] == 0)
+            if is_parameter_set(codec, kind) and end > begin:
+                found.append(access_unit[begin:end])
+        else:  # an empty NAL unit: the next start code follows at once
+            following = access_unit.find(b"\x00\x00\x01", begin)
+        start = following
     return found
 
 

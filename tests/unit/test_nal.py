@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import random
 from typing import Any
 
 import av
@@ -62,3 +63,22 @@ def test_truncated_sps_is_a_bitstream_error() -> None:
     sps = nal.parameter_sets("h264", encode_one_frame("h264", 640, 480))[0]
     with pytest.raises(nal.BitstreamError):
         nal.sps_picture_size("h264", sps[:6])
+
+
+def test_parameter_sets_are_what_splitting_the_whole_access_unit_finds() -> None:
+    """The fast path (reading each NAL type before searching for its end) agrees with the plain definition
+    on streams made of start codes, parameter sets, slices, empty and odd units."""
+    rng = random.Random(15)
+    pieces = [b"\x00\x00\x01", b"\x00\x00\x00\x01", b"\x67", b"\x68", b"\x65", b"\x41", b"\x06", b"\x40", b"\x42",
+              b"\x44", b"\x26", b"\x00", b"x", b"\x09"]  # fmt: skip
+    for _ in range(20_000):
+        stream = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        for codec in nal.CODECS:
+            expected = []
+            for unit in nal.split_annexb(stream):
+                kind = nal.nal_type(codec, unit)
+                if nal.is_slice(codec, kind):
+                    break
+                if nal.is_parameter_set(codec, kind):
+                    expected.append(unit)
+            assert nal.parameter_sets(codec, stream) == expected, (codec, stream)
