@@ -61,29 +61,28 @@ def cpu_seconds(pid: int, tree: bool = True) -> float | None:
     return own + sum(_own_cpu_seconds(child) or 0.0 for child in _tree(pid)[1:])
 
 
-def rss_bytes(pid: int, tree: bool = True) -> int:
-    """Resident memory of ``pid`` and, with ``tree``, its descendants (VmRSS; 0 once gone)."""
+def _proc_bytes(pid: int, tree: bool, file: str, key: str) -> int:
+    """The kB figure ``key`` of ``/proc/<pid>/<file>``, summed over ``pid`` and, with ``tree``, its descendants."""
     total = 0
     for member in _tree(pid) if tree else [pid]:
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{member}/{file}").read_text().splitlines():
+                if line.startswith(key):
                     total += int(line.split()[1]) * 1024
+                    break
     return total
+
+
+def rss_bytes(pid: int, tree: bool = True) -> int:
+    """Resident memory of ``pid`` and, with ``tree``, its descendants (VmRSS; 0 once gone)."""
+    return _proc_bytes(pid, tree, "status", "VmRSS:")
 
 
 def pss_bytes(pid: int, tree: bool = True) -> int:
     """Proportional set size of ``pid`` and, with ``tree``, its descendants (0 once gone): each shared page
     (libraries, a frame ring mapped by camera and aggregator) counted once across the processes sharing it,
     so summing the pipeline's PSS gives the memory it really takes, which summing RSS overstates."""
-    total = 0
-    for member in _tree(pid) if tree else [pid]:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-    return total
+    return _proc_bytes(pid, tree, "smaps_rollup", "Pss:")
 
 
 @dataclass
