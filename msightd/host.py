@@ -140,8 +140,8 @@ def run_node(kind: str, options: Any, host: HostSettings) -> int:
 def _freeze_startup_objects() -> None:
     """Move everything made so far (the imported media stack: hundreds of thousands of objects that live as
     long as the process) out of the garbage collector's sight, so the collections that every frame's
-    short-lived objects trigger do not walk them all again and again (py-spy caught a camera node inside
-    the collector; the CPU saved is within the bench's noise, the pauses are gone)."""
+    short-lived objects trigger never traverse them again (py-spy caught a camera node inside the
+    collector; the CPU saved was within the bench's noise)."""
     gc.collect()
     gc.freeze()
 

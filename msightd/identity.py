@@ -56,8 +56,8 @@ class FrameIdGenerator:
 def worker_id_for(node_name: str, assigned: int | None = None) -> int:
     """The worker id a node's frame ids carry: ``assigned`` by the daemon (distinct among its nodes), else
     derived from the node's name and process id. Derived ids are 10 bits: among 40 cameras two share one
-    more often than not, and then two frames captured in the same millisecond get the same id (seen in a
-    40-camera run), so the daemon hands out distinct ones (:class:`WorkerIds`)."""
+    more often than not, and then two frames captured in the same millisecond get the same id (the likely
+    cause of one id found twice in a 40-camera run), so the daemon hands out distinct ones (:class:`WorkerIds`)."""
     if assigned is not None:
         return assigned & ((1 << _WORKER_BITS) - 1)
     return (hash(node_name) ^ os.getpid()) & ((1 << _WORKER_BITS) - 1)
