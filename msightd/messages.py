@@ -240,7 +240,10 @@ _SEGMENT_KNOWN_FIELDS = frozenset(
 
 def decode_segment(payload: bytes) -> SegmentMessage:
     """Parse a segment topic message; raise :class:`MalformedMessage` when it is unusable."""
-    fields = _unpack_map(payload, VIDEO_DATA_TYPE)
+    return _segment_from_fields(_unpack_map(payload, VIDEO_DATA_TYPE))
+
+
+def _segment_from_fields(fields: Mapping[str, Any]) -> SegmentMessage:
     frame_ids = _field(fields, "frame_ids", (list, tuple))
     timestamps = _field(fields, "capture_timestamps", (list, tuple))
     if len(frame_ids) != len(timestamps) or not frame_ids:
@@ -376,3 +379,56 @@ def _time_base(fields: Mapping[str, Any]) -> Fraction:
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
         raise MalformedMessage("bad_field", f"field 'time_base' must be [numerator, denominator] > 0, got {pair!r}")
     return Fraction(pair[0], pair[1])
+
+
+# -- segments a camera node stored itself (passthrough recording in the camera node) ----------------
+
+STORED_DATA_TYPE = "msightd.data.segment.SegmentStored"
+
+
+@dataclass(frozen=True)
+class SegmentStoredMessage:
+    """A segment a camera node wrote itself into a dumper's save directory (``record_dir``): the dumper that
+    owns the directory catalogues it (retention and uploads follow from the catalog). An msightd type;
+    ``file`` is the JSON's bare name, checked by the reader like anything else from a message.
+    ``capture_timestamp`` and ``frame_id`` are the first frame's, as for a segment."""
+
+    sensor_name: str
+    capture_timestamp: float
+    creation_timestamp: float
+    frame_id: int
+    device_name: str
+    file: str
+    frame_count: int
+    last_capture_timestamp: float
+    size_bytes: int
+
+    def to_wire(self) -> bytes:
+        return _pack(
+            {
+                "data_type": STORED_DATA_TYPE,
+                "sensor_name": self.sensor_name,
+                "capture_timestamp": self.capture_timestamp,
+                "creation_timestamp": self.creation_timestamp,
+                "frame_id": self.frame_id,
+                "device_name": self.device_name,
+                "file": self.file,
+                "frame_count": self.frame_count,
+                "last_capture_timestamp": self.last_capture_timestamp,
+                "size_bytes": self.size_bytes,
+            }
+        )
+
+
+def decode_segment_or_stored(payload: bytes) -> SegmentMessage | SegmentStoredMessage:
+    """Parse a segment topic message: a whole segment, or the notice of one a camera node stored itself."""
+    fields = _unpack_map(payload, (VIDEO_DATA_TYPE, STORED_DATA_TYPE))
+    if fields["data_type"] == VIDEO_DATA_TYPE:
+        return _segment_from_fields(fields)
+    return SegmentStoredMessage(
+        **_identity(fields),
+        file=str(_field(fields, "file", str)),
+        frame_count=_non_negative_int(fields, "frame_count"),
+        last_capture_timestamp=_timestamp(fields, "last_capture_timestamp"),
+        size_bytes=_non_negative_int(fields, "size_bytes"),
+    )

@@ -106,6 +106,9 @@ class NodeMetrics:
         self.segments_encoded = counter("segments_encoded", "Video segments encoded.", ("sensor",))
         self.segments_published = counter("segments_published", "Video segments published.", ("sensor", "topic"))
         self.segments_written = counter("segments_written", "Video segments written to disk.", ("sensor",))
+        self.segments_indexed = counter(
+            "segments_indexed", "Segments a recording camera node wrote into the save dir, catalogued.", ("sensor",)
+        )
         self.bytes_written = counter("written_bytes", "Bytes written to disk (MP4 and JSON).", ("sensor",))
         self.encode_duration = histogram(
             "segment_encode_duration_seconds", "Wall time to encode one segment.", _SECONDS_BUCKETS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from msightd.config.model import NodeSpec
 from msightd.nodes.kinds import NODE_KINDS
 from msightd.nodes.options import SENSOR_QUEUE_FRAMES
@@ -25,7 +27,7 @@ def topic_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
                     f"{where}: topic {name!r}: maxlen {settings.maxlen} is under twice node {node.name!r}'s "
                     f"buffer_size ({buffer_size}); unacknowledged frames may be trimmed before they are encoded"
                 )
-    return warnings + _frame_ring_warnings(nodes, where)
+    return warnings + _frame_ring_warnings(nodes, where) + _recording_camera_warnings(nodes, where)
 
 
 def shared_sensor_problems(nodes: list[NodeSpec], where: str) -> list[str]:
@@ -70,3 +72,34 @@ def _frame_ring_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
                     f"{consumer.name!r} reads them from {consumer.options.shm_dir}; give both the same shm_dir"
                 )
     return warnings
+
+
+def _recording_camera_warnings(nodes: list[NodeSpec], where: str) -> list[str]:
+    """Camera nodes that record themselves (``record_dir``) whose notices no dumper of that directory
+    reads (the segments are on disk but not catalogued: no retention, exports or uploads for them), or that
+    another kind of node reads expecting packets or segments."""
+    warnings = []
+    for camera in nodes:
+        record_dir = getattr(camera.options, "record_dir", "")
+        if not record_dir:
+            continue
+        topic = camera.options.packet_destination
+        readers = [n for n in nodes if NODE_KINDS[n.kind].subscribed_topic(n.options) == topic]
+        if not any(_same_dir(getattr(n.options, "save_dir", ""), record_dir) for n in readers):
+            warnings.append(
+                f"{where}: node {camera.name!r} records into {record_dir} and announces its segments on {topic!r}, "
+                "but no video_local_dumper with that save_dir subscribes to it: they would not be catalogued "
+                "(no retention, exports or uploads)"
+            )
+        for reader in readers:
+            if reader.kind != "video_local_dumper" or not _same_dir(reader.options.save_dir, record_dir):
+                warnings.append(
+                    f"{where}: node {reader.name!r} subscribes to {topic!r}, which carries only the notices of "
+                    f"segments node {camera.name!r} stores in {record_dir}; only the dumper of that directory "
+                    "can use them"
+                )
+    return warnings
+
+
+def _same_dir(first: str, second: str) -> bool:
+    return bool(first) and Path(first).expanduser().absolute() == Path(second).expanduser().absolute()

@@ -16,12 +16,15 @@ from __future__ import annotations
 import io
 import itertools
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 import av
+
+from msightd.messages import PacketMessage, SegmentMessage
 
 #: Deepest reordering accepted from a camera's pts (x264/x265 B-pyramids reorder by 2-4 frames).
 MAX_REORDER_FRAMES = 16
@@ -48,6 +51,11 @@ class AccessUnitLike(Protocol):
     def width(self) -> int: ...
     @property
     def height(self) -> int: ...
+
+
+def stream_key(unit: AccessUnitLike) -> Hashable:
+    """Equal for access units that can share one MP4 stream (a change closes a passthrough segment)."""
+    return (unit.codec, unit.extradata, unit.width, unit.height, unit.time_base)
 
 
 @dataclass(frozen=True)
@@ -193,3 +201,27 @@ def _add_copy_stream(container: Any, first: AccessUnitLike) -> Any:
     # HEVC keeps FFmpeg's default tag hev1: with hvc1 the muxer drops the in-band VPS/SPS/PPS (hvc1 means
     # "parameter sets only in the sample description"), and the file would no longer be the camera's bytes.
     return stream
+
+
+def packet_segment(
+    messages: Sequence[PacketMessage], fallback_fps: float, device_name: str
+) -> tuple[SegmentMessage, RemuxedVideo]:
+    """One passthrough segment, as the aggregator publishes it and a recording camera node stores it:
+    the remuxed MP4 and every frame's id and capture time (``device_name``: when the packets carry none).
+    The remux comes along for what it says about the timestamps."""
+    video = remux_mp4(messages, fallback_fps)
+    first = messages[0]
+    return SegmentMessage(
+        sensor_name=first.sensor_name,
+        capture_timestamp=first.capture_timestamp,
+        creation_timestamp=time.time(),
+        frame_id=first.frame_id,
+        device_name=first.device_name or device_name,
+        video=video.data,
+        frame_ids=tuple(m.frame_id for m in messages),
+        capture_timestamps=tuple(m.capture_timestamp for m in messages),
+        fps=video.fps,
+        codec=video.codec,
+        width=video.width,
+        height=video.height,
+    ), video

@@ -7,6 +7,10 @@ memory, unacked, and is retried with backoff while new segments keep arriving; t
 log line per outage and a counter. A save directory that is unusable at start is the same outage, not a
 configuration error: the node runs, waits and writes as soon as it can (:mod:`msightd.storage.save_dir`).
 On a full disk with retention on, the oldest segments are deleted at once to make room.
+
+The subscribed topic may also carry notices of segments a camera node wrote itself into this directory
+(``record_dir``, :mod:`msightd.nodes.camera_recorder`): those are only catalogued, after checking that the
+name is a segment's and the pair is here.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from typing import Any
 
 from msightd.backoff import Backoff
 from msightd.bus import Delivery
-from msightd.messages import MalformedMessage, SegmentMessage, decode_segment
+from msightd.messages import MalformedMessage, SegmentMessage, SegmentStoredMessage, decode_segment_or_stored
 from msightd.nodes.options import DumperOptions
-from msightd.nodes.runtime import MalformedMessageReporter, NodeRuntime, PeriodicSummary, consume
+from msightd.nodes.runtime import LogThrottle, MalformedMessageReporter, NodeRuntime, PeriodicSummary, consume
 from msightd.protocol import EXIT_OK
 from msightd.storage.keeper import StorageKeeper
+from msightd.storage.pairs import is_segment_metadata
 from msightd.storage.save_dir import SaveDirectory
 from msightd.storage.writer import SegmentWriter
 
@@ -71,6 +76,7 @@ class VideoLocalDumperNode:
         self._failing_since: float | None = None
         self._summary = PeriodicSummary(runtime)
         self._malformed = MalformedMessageReporter(runtime)
+        self._stray_notices = LogThrottle()
 
     def run(self) -> int:
         log = self._runtime.log
@@ -114,9 +120,13 @@ class VideoLocalDumperNode:
 
     def _accept(self, delivery: Delivery) -> None:
         try:
-            segment = decode_segment(delivery.payload)
+            segment = decode_segment_or_stored(delivery.payload)
         except MalformedMessage as error:
             self._malformed.report(delivery.topic, error)
+            delivery.ack()
+            return
+        if isinstance(segment, SegmentStoredMessage):
+            self._index_stored(segment)
             delivery.ack()
             return
         if len(self._pending) >= self._config.max_pending_segments:
@@ -172,6 +182,28 @@ class VideoLocalDumperNode:
                 size_bytes=len(segment.video),
                 capture_to_disk_seconds=round(latency, 3),
             )
+
+    def _index_stored(self, notice: SegmentStoredMessage) -> None:
+        """Catalogue a pair a camera node wrote into this directory. A name that is not a segment's, or a
+        pair that is not here (the camera's record_dir is another directory), is refused with one line."""
+        metadata_path = self._writer.save_dir / notice.file
+        if not is_segment_metadata(notice.file) or not metadata_path.is_file():
+            if self._stray_notices.allow(notice.sensor_name):
+                self._runtime.log.error(
+                    "stored_segment_not_here",
+                    sensor=notice.sensor_name,
+                    file=notice.file[:200],
+                    save_dir=str(self._writer.save_dir),
+                    msg="a camera node announced a segment that is not a segment file in this save_dir; give the "
+                    "camera node's record_dir the dumper's save_dir",
+                )
+            return
+        self._keeper.written(metadata_path)
+        self._metrics.segments_indexed.labels(self._metrics.node, self._metrics.sensor(notice.sensor_name)).inc()
+        self._runtime.progress()
+        self._runtime.log.info(
+            "segment_indexed", sensor=notice.sensor_name, file=notice.file, frames=notice.frame_count
+        )
 
     def _write_failed(self, segment: SegmentMessage, sensor: str, exc: OSError) -> None:
         self._metrics.write_errors.labels(self._metrics.node, sensor).inc()

@@ -57,6 +57,9 @@ class NodeKind:
         for end in (self.publishes, self.subscribes, self.also_publishes):
             if end is not None and getattr(options, end[0]):  # an uploader of a save dir has none
                 found[getattr(options, end[0])] = end[1]
+        overrides = getattr(options, "topic_payloads", None)  # e.g. a camera that records: segment notices
+        if overrides is not None:
+            found.update(overrides())
         return found
 
 

@@ -51,6 +51,13 @@ def option(
     return dataclasses.field(default=default, kw_only=kw_only, metadata={"help": help, "flags": flags, **extra})
 
 
+def check_segment_size(buffer_size: int, overlap_size: int) -> None:
+    if buffer_size < 1:
+        raise ConfigError(f"buffer_size must be >= 1, got {buffer_size}")
+    if not 0 <= overlap_size < buffer_size:
+        raise ConfigError(f"overlap_size must be >= 0 and smaller than buffer_size ({buffer_size}), got {overlap_size}")
+
+
 @dataclass(frozen=True)
 class NodeOptions:
     """What every node has: its name (logs, metrics, consumer groups) and how long its main loop may stay
@@ -115,6 +122,17 @@ class RtspSourceOptions(NodeOptions):
     decoder: Decoder = option(
         "pyav", "pyav (the decoder's YUV pictures, follows size changes) or opencv (BGR, keeps the first size)"
     )
+    #: Recording here skips the broker and the aggregator: the cheapest passthrough recording (see the
+    #: README's Performance section), and it keeps recording while the broker is down.
+    record_dir: str = option(
+        "",
+        "passthrough recording in this node: cut the camera's own packets into segments and write them into this "
+        "directory (a dumper's save_dir) instead of publishing the packets; the topic that would carry them "
+        "carries one notice per stored segment instead, for that dumper to catalogue (retention and uploads "
+        "follow)",
+    )
+    buffer_size: int = option(100, f"with record_dir: frames per segment; {PACKET_SEGMENT_RULE}")
+    overlap_size: int = option(0, "with record_dir: frames shared by consecutive segments (< buffer size)")
 
     def validate(self) -> None:
         super().validate()
@@ -137,6 +155,12 @@ class RtspSourceOptions(NodeOptions):
                 "packet_topic is for a camera node that also decodes frames: it needs a frame_encoding other than "
                 f"'packets' and a topic other than publish_topic ({self.publish_topic!r}), got {self.packet_topic!r}"
             )
+        if self.record_dir and self.frame_encoding != "packets" and not self.packet_topic:
+            raise ConfigError(
+                "record_dir records the camera's own packets: it needs frame_encoding 'packets' or a packet_topic "
+                "(then that topic carries the notices of stored segments)"
+            )
+        check_segment_size(self.buffer_size, self.overlap_size)
         if self.frame_encoding == "packets" and self.resize_ratio != 1.0:
             raise ConfigError(
                 f"resize_ratio must be 1.0 with frame_encoding 'packets' (nothing is decoded), got {self.resize_ratio}"
@@ -147,6 +171,15 @@ class RtspSourceOptions(NodeOptions):
                 f"liveness_timeout_s ({self.liveness_timeout_s:g}) must exceed open_timeout_s and read_timeout_s "
                 f"by more than 1 s: opening or reading the camera blocks the node for up to {blocking_s:g} s"
             )
+
+    @property
+    def packet_destination(self) -> str:
+        """The topic the camera's packets go to (or, with record_dir, the notices of stored segments)."""
+        return self.packet_topic or (self.publish_topic if self.frame_encoding == "packets" else "")
+
+    def topic_payloads(self) -> dict[str, str]:
+        """Topics whose payload is not the kind's default: with record_dir, segment notices."""
+        return {self.packet_destination: "segments"} if self.record_dir else {}
 
     @property
     def is_file(self) -> bool:
@@ -181,12 +214,7 @@ class AggregatorOptions(NodeOptions):
 
     def validate(self) -> None:
         super().validate()
-        if self.buffer_size < 1:
-            raise ConfigError(f"buffer_size must be >= 1, got {self.buffer_size}")
-        if not 0 <= self.overlap_size < self.buffer_size:
-            raise ConfigError(
-                f"overlap_size must be >= 0 and smaller than buffer_size ({self.buffer_size}), got {self.overlap_size}"
-            )
+        check_segment_size(self.buffer_size, self.overlap_size)
         if not 0 < self.fps <= 240:
             raise ConfigError(f"fps must be in (0, 240], got {self.fps}")
         if self.codec not in CODECS:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from msightd.bus import ack_all
 from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
-from msightd.media.remux import remux_mp4
-from msightd.messages import PacketMessage, SegmentMessage
+from msightd.media.remux import packet_segment, stream_key
+from msightd.messages import PacketMessage
 
 if TYPE_CHECKING:
     from msightd.nodes.aggregator import ImageToVideoAggregatorNode
@@ -42,9 +42,7 @@ class ReceivedPacket:
 
 
 def _stream_key(packet: ReceivedPacket) -> Hashable:
-    """Packets that can share one MP4 stream."""
-    m = packet.message
-    return (m.codec, m.extradata, m.width, m.height, m.time_base)
+    return stream_key(packet.message)
 
 
 def _is_keyframe(packet: ReceivedPacket) -> bool:
@@ -95,27 +93,13 @@ class PacketSensorWorker:
     def _publish(self, segment: ClosedSegment[ReceivedPacket]) -> None:
         started = time.perf_counter()
         messages = [packet.message for packet in segment.items]
-        video = remux_mp4(messages, fallback_fps=self._node.config.fps)
+        message, video = packet_segment(messages, self._node.config.fps, self._node.runtime.device_name)
         remux_seconds = time.perf_counter() - started
         first = messages[0]
         metrics = self._node.runtime.metrics
         metrics.encode_duration.labels(metrics.node).observe(remux_seconds)
         metrics.segment_size.labels(metrics.node).observe(len(video.data))
         metrics.segments_encoded.labels(metrics.node, metrics.sensor(first.sensor_name)).inc()
-        message = SegmentMessage(
-            sensor_name=first.sensor_name,
-            capture_timestamp=first.capture_timestamp,
-            creation_timestamp=time.time(),
-            frame_id=first.frame_id,
-            device_name=first.device_name or self._node.runtime.device_name,
-            video=video.data,
-            frame_ids=tuple(m.frame_id for m in messages),
-            capture_timestamps=tuple(m.capture_timestamp for m in messages),
-            fps=video.fps,
-            codec=video.codec,
-            width=video.width,
-            height=video.height,
-        )
         if not self._node.publish(message):
             return  # packets stay unacknowledged: a durable transport redelivers them
         ack_all(packet.ack for packet in segment.items)

@@ -14,7 +14,9 @@ pixels through the broker (no codec, but 3.7 MB per 1280x960 frame); ``shm`` kee
 shared-memory ring on this host and sends only a reference, the cheapest way to same-host msightd
 consumers (see :mod:`msightd.media.frame_ring`). A frame the ring cannot take goes inline as JPEG.
 ``packets`` decodes nothing: it publishes the camera's own H.264/H.265 access units (see
-:mod:`msightd.media.packets`) for an aggregator to store as they are (passthrough recording).
+:mod:`msightd.media.packets`) for an aggregator to store as they are (passthrough recording). With
+``record_dir`` the node stores them itself instead and publishes one notice per segment
+(:mod:`msightd.nodes.camera_recorder`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
 from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit, keyframe_picture
 from msightd.media.thumbnail import ThumbnailWriter
-from msightd.messages import FrameMessage, FrameRef, PacketMessage
+from msightd.messages import FrameMessage, FrameRef, PacketMessage, SegmentStoredMessage
+from msightd.nodes.camera_recorder import CameraRecorder
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
 from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_demand_path, thumbnail_path
+
+#: What the node publishes: frames, packets, or (recording itself) notices of stored segments.
+Outgoing = FrameMessage | PacketMessage | SegmentStoredMessage
 
 #: Frames further apart than this mark a camera outage (cameras run at >= 1 fps).
 GAP_THRESHOLD_S = 2.0
@@ -62,7 +68,7 @@ class RtspSourceNode:
         self._metrics = runtime.metrics
         self._sensor = runtime.metrics.sensor(config.sensor_name)
         self._ids = FrameIdGenerator(worker_id_for(config.name, runtime.worker_id))
-        self._backlog: deque[tuple[str, FrameMessage | PacketMessage]] = deque()  # (topic, message)
+        self._backlog: deque[tuple[str, Outgoing]] = deque()  # (topic, message)
         self._packet_sequence = 0  # packets since the source was (re)opened
         self._packets_published = 0  # to packet_topic
         self._unreadable_seen = 0
@@ -81,6 +87,10 @@ class RtspSourceNode:
                 config.shm_dir, config.publish_topic, config.sensor_name, config.shm_slots, timeout_s
             )
         self._ring_broken = False
+        self._recorder: CameraRecorder | None = None
+        if config.record_dir:
+            topic = config.packet_destination
+            self._recorder = CameraRecorder(config, runtime, lambda notice: self._publish(notice, topic))
         self._said_rescales = False
         self._inline_log = LogThrottle()
         self._thumbnail: ThumbnailWriter | None = None
@@ -153,6 +163,8 @@ class RtspSourceNode:
                 msg=f"video file {self._config.file_path!r} does not exist; give an rtsp:// URL or a file path",
             )
             return EXIT_CONFIG
+        if self._recorder is not None:
+            self._recorder.start()
         try:
             while not self._runtime.stop.is_set():
                 capture = self._connect()
@@ -165,6 +177,8 @@ class RtspSourceNode:
                 if finished:
                     break
         finally:
+            if self._recorder is not None:
+                self._recorder.close()  # its last notice joins the backlog
             self._flush_backlog(final=True)
             if self._ring is not None:
                 self._ring.close(remove_if_unheld=True)
@@ -178,10 +192,14 @@ class RtspSourceNode:
         """Read and publish until the source is lost (False) or finished / stopped (True)."""
         config = self._config
         file_fps = capture.frame_rate() if config.is_file else 0.0
+        if self._recorder is not None:
+            self._recorder.frame_rate_hint(capture.frame_rate())
         frame_interval_s = 1.0 / file_fps if file_fps > 0 else 0.0
         next_due = time.monotonic()
         while not self._runtime.stop.is_set():
             self._runtime.heartbeat()
+            if self._recorder is not None:
+                self._recorder.tick()
             picture = capture.read()
             if picture is None:
                 if config.is_file and config.loop:
@@ -193,6 +211,8 @@ class RtspSourceNode:
                         return True
                     self._log.warning("source_lost", url=redact_url(self._config.url), hint="camera stopped sending")
                     self._source_lost = True
+                    if self._recorder is not None:
+                        self._recorder.source_lost()
                     return False
             if frame_interval_s:
                 next_due += frame_interval_s
@@ -251,7 +271,11 @@ class RtspSourceNode:
             captured_at,
             message.frame_id,
         )
-        self._publish(message, topic)
+        if self._recorder is not None:
+            self._recorder.add(message)
+            self._runtime.progress()
+        else:
+            self._publish(message, topic)
         if count:
             metrics.mark_frame(self._sensor)
         self._summary.maybe_log(frames_published=self._frames_published, backlog=len(self._backlog))
@@ -371,7 +395,7 @@ class RtspSourceNode:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _publish(self, message: FrameMessage | PacketMessage, topic: str) -> None:
+    def _publish(self, message: Outgoing, topic: str) -> None:
         self._backlog.append((topic, message))
         limit = self._config.backlog_frames
         while len(self._backlog) > max(limit, 1):
@@ -405,6 +429,8 @@ class RtspSourceNode:
                 return
             self._backlog.popleft()
             self._publish_backoff.reset()
+            if isinstance(message, SegmentStoredMessage):
+                continue  # a notice: not a frame
             if topic == self._config.publish_topic:
                 self._frames_published += 1
             else:

@@ -69,13 +69,20 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-#: ``<safe sensor>_<YYYYmmdd_HHMMSS_ffffff>[_N].mp4``, the names the dumper gives segment videos.
-_SEGMENT_VIDEO = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*_\d{8}_\d{6}_\d{6}(?:_\d+)?\.mp4$")
+#: ``<safe sensor>_<YYYYmmdd_HHMMSS_ffffff>[_N]``, the stems the dumper gives segment pairs.
+_SEGMENT_STEM = r"[A-Za-z0-9_][A-Za-z0-9._-]*_\d{8}_\d{6}_\d{6}(?:_\d+)?"
+_SEGMENT_VIDEO = re.compile(rf"^{_SEGMENT_STEM}\.mp4$")
+_SEGMENT_METADATA = re.compile(rf"^{_SEGMENT_STEM}\.json$")
 
 
 def is_segment_video(name: str) -> bool:
     """Whether a file name is one the dumper gives segment videos (hidden temp files are not)."""
     return _SEGMENT_VIDEO.match(name) is not None
+
+
+def is_segment_metadata(name: str) -> bool:
+    """Whether a file name is one the dumper gives segment JSON files: a bare name, never a path."""
+    return _SEGMENT_METADATA.match(name) is not None
 
 
 def metadata_files(save_dir: Path) -> list[Path]:
