@@ -63,7 +63,14 @@ def pipeline_toml(
             f'{_camera_topics(args)}sensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
             f'frame_encoding = "{args.frame_encoding}"\nshm_dir = "{shm_dir}"\n'
             f'decode_threads = {args.decode_threads}\ndecoder = "{args.decoder}"\n'
+            + (f'record_dir = "{save}"\nbuffer_size = {args.buffer_size}\n' if args.record_in_camera else "")
         )
+    if args.record_in_camera:  # the dumper catalogues what the cameras store, from their notices
+        lines.append(
+            f'[[nodes]]\nname = "{DUMPER}"\nkind = "video_local_dumper"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
+            f'save_dir = "{save}"\n'
+        )
+        return "\n".join(lines)
     lines.append(
         f'[[nodes]]\nname = "{AGGREGATOR}"\nkind = "image_to_video_aggregator"\nsubscribe_topic = "{FRAME_TOPIC}"\n'
         f'publish_topic = "{SEGMENT_TOPIC}"\nfps = {float(args.fps)}\nbuffer_size = {args.buffer_size}\n'
@@ -105,8 +112,9 @@ def has_event(log_path: Path, name: str) -> bool:
     return False
 
 
-def scrape_published(metrics_port: int) -> dict[str, float]:
-    """``msightd_frames_published_total`` per rtsp node, from the daemon's /metrics."""
+def scrape_published(metrics_port: int, record_in_camera: bool) -> dict[str, float]:
+    """Frames each rtsp node passed on, from the daemon's /metrics: ``msightd_frames_published_total`` to the
+    frame topic, or (recording in the camera) ``msightd_frames_read_total``."""
     from prometheus_client.parser import text_string_to_metric_families
 
     url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -115,7 +123,11 @@ def scrape_published(metrics_port: int) -> dict[str, float]:
     published: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "msightd_frames_published_total" and sample.labels.get("topic") == FRAME_TOPIC:
+            if record_in_camera:
+                counted = sample.name == "msightd_frames_read_total"
+            else:
+                counted = sample.name == "msightd_frames_published_total" and sample.labels.get("topic") == FRAME_TOPIC
+            if counted:
                 node = sample.labels["node"]
                 published[node] = published.get(node, 0.0) + sample.value
     return published
@@ -172,7 +184,8 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
     broker = RedisServerProcess(work / "redis.sock", log_file=work / "redis.log", persist_dir=broker_dir)
     metrics_port = free_port()
     config, log_path = work / "msightd.toml", work / "daemon.log"
-    names = [rtsp_node_name(i) for i in range(len(urls))] + [AGGREGATOR, DUMPER]
+    shared = [DUMPER] if args.record_in_camera else [AGGREGATOR, DUMPER]
+    names = [rtsp_node_name(i) for i in range(len(urls))] + shared
     daemon: subprocess.Popen[bytes] | None = None
     try:
         broker.start()
@@ -199,7 +212,9 @@ def run_pipeline(args: argparse.Namespace, urls: list[str], work: Path) -> Pipel
         shutil.rmtree(shm_dir, ignore_errors=True)
         if broker_dir is not None:
             shutil.rmtree(broker_dir, ignore_errors=True)
-    kinds = {name: "rtsp" for name in names[:-2]} | {AGGREGATOR: "aggregator", DUMPER: "dumper"}
+    kinds = {name: "rtsp" for name in names[: len(urls)]} | {DUMPER: "dumper"}
+    if not args.record_in_camera:
+        kinds[AGGREGATOR] = "aggregator"
     return PipelineRun(
         events=read_events(log_path),
         segments=read_segments(save_dir),
@@ -247,11 +262,11 @@ def measure_window(args: argparse.Namespace, sampler: Sampler, metrics_port: int
     sampler.mark("base")
     started = time.monotonic()
     sleep_until(started + args.warmup)
-    published_t0 = scrape_published(metrics_port)
+    published_t0 = scrape_published(metrics_port, args.record_in_camera)
     sampler.mark("t0")
     t0 = time.monotonic()
     sleep_until(started + args.duration)
-    published_t1 = scrape_published(metrics_port)
+    published_t1 = scrape_published(metrics_port, args.record_in_camera)
     sampler.mark("t1")
     t1 = time.monotonic()
     restarts = {name: int(node["restarts"]) for name, node in node_status(runtime_dir).items()}

@@ -135,6 +135,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "transport": args.transport,
         "frame_encoding": args.frame_encoding,
         "packet_topic": args.packet_topic,
+        "record_in_camera": args.record_in_camera,
         "decoder": args.decoder,
         "decode_threads": args.decode_threads,
         "encoder_threads": args.encoder_threads,

@@ -85,7 +85,8 @@ def frame_accounting(run: PipelineRun) -> dict[str, Any]:
         if event.get("event") == "frame_captured" and "frame_id" in event:
             published[int(event["frame_id"])] = str(event.get("node"))
     counted = sum(
-        int(e.get("packets_published", e.get("frames_published", 0)))  # packets: what --packet-topic records
+        # packets: what --packet-topic records; frames_recorded: what --record-in-camera records
+        int(e.get("frames_recorded", e.get("packets_published", e.get("frames_published", 0))))
         for e in run.events
         if e.get("event") == "source_stopped"
     )

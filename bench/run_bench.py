@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="perception + recording from one connection: camera nodes decode and publish --frame-encoding frames "
         f"to {PERCEPTION_TOPIC} (nobody reads it) and their packets to the aggregator; ffmpeg -c copy floor",
     )
+    parser.add_argument(
+        "--record-in-camera",
+        action="store_true",
+        help="with --frame-encoding packets: camera nodes store the segments themselves (record_dir) and the dumper "
+        "catalogues them from their notices; no aggregator",
+    )
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
     parser.add_argument("--decoder", choices=("opencv", "pyav"), default="pyav", help="rtsp node decoder")
@@ -114,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.duration <= 0 or args.cameras < 1 or args.buffer_size < 1 or args.warmup < 0 or args.repeat < 1:
         parser.error("--duration and --buffer-size must be positive, --cameras and --repeat >= 1, --warmup >= 0")
+    if args.record_in_camera and (args.frame_encoding != "packets" or args.packet_topic):
+        parser.error("--record-in-camera stores the camera's packets: give --frame-encoding packets, no --packet-topic")
     if args.packet_topic and args.frame_encoding == "packets":
         parser.error("--packet-topic decodes frames beside the packets: give a --frame-encoding other than packets")
     args.warmup = min(args.warmup, args.duration / 2)

@@ -80,6 +80,7 @@ class RtspSourceNode:
         self._last_frame_at: float | None = None
         self._source_lost = False
         self._frames_published = 0
+        self._frames_recorded = 0  # with record_dir: frames put in segments by this node
         self._ring: FrameRingWriter | None = None
         if config.frame_encoding == "shm":
             timeout_s = config.shm_consumer_timeout_s
@@ -185,6 +186,8 @@ class RtspSourceNode:
             if self._thumbnail is not None:
                 self._thumbnail.remove()
         extra = {"packets_published": self._packets_published} if self._config.packet_topic else {}
+        if self._recorder is not None:
+            extra = {"frames_recorded": self._frames_recorded}
         self._log.info("source_stopped", frames_published=self._frames_published, **extra)
         return EXIT_OK
 
@@ -272,7 +275,7 @@ class RtspSourceNode:
             message.frame_id,
         )
         if self._recorder is not None:
-            self._recorder.add(message)
+            self._frames_recorded += self._recorder.add(message)
             self._runtime.progress()
         else:
             self._publish(message, topic)

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from msightd.bus.streams import PAYLOAD_FIELD
 from msightd.media.capture import CaptureSettings
 from msightd.media.packets import AccessUnit, PacketCapture
+from msightd.messages import SegmentStoredMessage
 from msightd.storage.catalog import CATALOG_DIR, CATALOG_FILE
 from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk
@@ -137,3 +140,30 @@ def test_a_killed_camera_node_loses_no_recorded_frame(
     assert 0 < recovered <= 20 + 10
     # (a frame is logged just before it is spooled: the kill may fall between the two)
     assert frames_read - 1 <= sum(meta["frame_count"] for meta in first_run) <= frames_read
+
+
+def test_the_dumper_catalogues_only_segment_files_of_its_own_directory(
+    redis_server: RedisEndpoint, tmp_path: Path, processes: list[Proc]
+) -> None:
+    """A notice is untrusted input: a path, a name that is not a segment's, or a pair that is not in the
+    save directory is refused with one line, and nothing outside the directory is read or catalogued."""
+    save_dir = tmp_path / "received_videos"
+    outside = tmp_path / "cam_20260124_112845_649586.json"
+    outside.write_text("{}")
+    dumper = start_dumper(processes, tmp_path, redis_server.url)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        for index, name in enumerate(["../cam_20260124_112845_649586.json", "/etc/passwd", ".msightd/catalog.sqlite3",
+                                      "cam_20260124_112845_649586.json"]):  # fmt: skip
+            notice = SegmentStoredMessage(
+                sensor_name=f"cam{index}", capture_timestamp=1769254125.6, creation_timestamp=1769254136.0,
+                frame_id=index, device_name="edge1", file=name, frame_count=100,
+                last_capture_timestamp=1769254135.5, size_bytes=1000,
+            )  # fmt: skip
+            client.xadd("rtsp_images", {PAYLOAD_FIELD: notice.to_wire()})
+    finally:
+        client.close()
+    wait_for(lambda: len(dumper.has_event("stored_segment_not_here")) == 4 or None, 30, "four refusals")
+    assert dumper.terminate() == 0
+    assert catalogued_stems(save_dir) == set() and not dumper.has_event("segment_indexed")
+    assert outside.read_text() == "{}"

@@ -191,3 +191,33 @@ def test_bad_retention_values_name_the_key(tmp_path: Path) -> None:
         "key 'retain_max_size' must be a string or an integer"
         in problems(tmp_path, BASE + DUMPER + "retain_max_size = 1.5\n")[0]
     )
+
+
+RECORDING_CAMERA = """
+[[nodes]]
+name = "cam"
+kind = "rtsp"
+url = "rtsp://x/y"
+publish_topic = "stored"
+sensor_name = "c1"
+frame_encoding = "packets"
+record_dir = "/srv/videos"
+buffer_size = 50
+"""
+
+
+def test_a_recording_camera_needs_packets_and_a_dumper_of_its_directory(tmp_path: Path) -> None:
+    dumper = DUMPER.replace('"segments"', '"stored"')
+    config = load(tmp_path, RECORDING_CAMERA + dumper)
+    assert not config.warnings  # type: ignore[attr-defined]
+    camera = config.nodes[0]  # type: ignore[attr-defined]
+    assert dict(camera.topics)["stored"].maxlen == STREAM_MAXLEN["segments"]  # notices, not frames
+    elsewhere = load(tmp_path, RECORDING_CAMERA + dumper.replace("/srv/videos", "/srv/other"))
+    assert any("no video_local_dumper with that save_dir subscribes" in w for w in elsewhere.warnings)  # type: ignore[attr-defined]
+    aggregator = BASE.split("[[nodes]]")[2].replace('subscribe_topic = "frames"', 'subscribe_topic = "stored"')
+    misread = load(tmp_path, RECORDING_CAMERA + dumper + "[[nodes]]" + aggregator)
+    assert any("node 'agg' subscribes to 'stored', which carries only the notices" in w for w in misread.warnings)  # type: ignore[attr-defined]
+    jpeg = problems(tmp_path, RECORDING_CAMERA.replace('"packets"', '"jpeg"') + dumper)
+    assert any("record_dir records the camera's own packets" in p for p in jpeg)
+    overlap = problems(tmp_path, RECORDING_CAMERA.replace("buffer_size = 50", "buffer_size = 50\noverlap_size = 50"))
+    assert any("overlap_size must be >= 0 and smaller than buffer_size (50)" in p for p in overlap)

@@ -11,8 +11,10 @@ from msightd.messages import (
     FrameRef,
     MalformedMessage,
     SegmentMessage,
+    SegmentStoredMessage,
     decode_frame,
     decode_segment,
+    decode_segment_or_stored,
 )
 
 
@@ -130,3 +132,23 @@ def test_segment_with_mismatched_lists_is_malformed() -> None:
     with pytest.raises(MalformedMessage) as caught:
         decode_segment(msgpack.packb(raw, use_bin_type=True))
     assert caught.value.reason == "bad_field"
+
+
+def test_segment_topic_carries_segments_or_notices_of_stored_ones() -> None:
+    notice = SegmentStoredMessage(
+        sensor_name="cam", capture_timestamp=1769254125.649586, creation_timestamp=1769254136.0,
+        frame_id=913589778076741632, device_name="edge1", file="cam_20260124_112845_649586.json",
+        frame_count=100, last_capture_timestamp=1769254135.55, size_bytes=4_900_000,
+    )  # fmt: skip
+    assert decode_segment_or_stored(notice.to_wire()) == notice
+    segment = make_segment()
+    assert decode_segment_or_stored(segment.to_wire()) == segment
+    for missing in ("file", "frame_count", "last_capture_timestamp"):
+        fields = msgpack.unpackb(notice.to_wire())
+        del fields[missing]
+        with pytest.raises(MalformedMessage) as caught:
+            decode_segment_or_stored(msgpack.packb(fields))
+        assert caught.value.reason == "missing_field"
+    with pytest.raises(MalformedMessage) as caught:
+        decode_segment(notice.to_wire())  # a reader of whole segments only
+    assert caught.value.reason == "wrong_data_type"
