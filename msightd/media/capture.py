@@ -125,10 +125,13 @@ def open_input(settings: CaptureSettings) -> tuple[Any, Any]:
     (container, first video stream); :class:`OSError` when it cannot be opened (the caller retries).
     Shared by the decoding capture and the demux-only one (:mod:`msightd.media.packets`)."""
     options = {} if settings.is_file else {"rtsp_transport": settings.rtsp_transport, **_FAST_PROBE}
+    if not settings.is_file:
+        # The read timeout is FFmpeg's own socket timeout (microseconds), not PyAV's: PyAV checks its
+        # timeouts in a callback that takes the GIL and calls into Python on every socket wait, dozens of
+        # times per frame (~15% of demuxing, see the README); PyAV keeps the open timeout only.
+        options["timeout"] = str(round(settings.read_timeout_s * 1e6))
     try:
-        container: Any = av.open(
-            settings.url, options=options, timeout=(settings.open_timeout_s, settings.read_timeout_s)
-        )
+        container: Any = av.open(settings.url, options=options, timeout=(settings.open_timeout_s, None))
     except av.FFmpegError as exc:
         # FFmpeg's message repeats the URL it was given, credentials included
         reason = redact_urls_in(str(exc), settings.url)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from msightd.media.capture import CaptureSettings
+from msightd.media.capture import CaptureSettings, PyAvCapture
 from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.remux import remux_mp4
@@ -99,3 +102,38 @@ def test_resolution_change_is_read_from_the_sps_and_ends_the_segment(clips: dict
         info = probe_video(video.data)
         assert (info.width, info.height, info.frame_count) == (*size, len(segment.items))
         assert_bit_exact(segment.items, video.data, tmp_path / f"{index}.mp4")
+
+
+@pytest.mark.parametrize("decoding", [False, True])
+def test_a_camera_that_stalls_is_noticed_within_the_read_timeout(decoding: bool, clips: dict[str, Path]) -> None:
+    """The camera's connection stays open but nothing comes (the server is frozen): a read gives up after
+    the read timeout (FFmpeg's socket timeout, 2 s here) instead of blocking, and says the source is lost."""
+    with serve_files([clips["h264"]]) as server:
+        capture = open_camera(server.url) if not decoding else None
+        if decoding:
+            deadline = time.monotonic() + 20
+            while capture is None:
+                try:
+                    capture = PyAvCapture(CaptureSettings(server.url, False, "tcp", 5.0, 2.0, 1))  # type: ignore[assignment]
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+        assert capture is not None
+        try:
+            for _ in range(15):
+                assert capture.read() is not None
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                results = []
+                reader = threading.Thread(target=lambda: results.extend(iter(capture.read, None)), daemon=True)
+                reader.start()
+                reader.join(30)  # generous: what must not happen is blocking for ever
+                assert not reader.is_alive(), "a read blocked on a stalled camera"
+                assert time.monotonic() - started >= 2.0, "gave up before the read timeout"
+                assert len(results) < 30  # what was in flight, then the stall
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+        finally:
+            capture.close()
