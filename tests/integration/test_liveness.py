@@ -8,6 +8,7 @@ says so in ``msightd status`` and ``/metrics``, and that the pipeline loses noth
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -84,7 +85,9 @@ def test_a_frozen_node_of_each_kind_is_killed_restarted_and_nothing_is_lost(
             elapsed = iso_seconds(started["timestamp"]) - frozen_at
             assert elapsed <= LIVENESS_S + RESTART_DELAY_S + 2, f"{name} replaced after {elapsed:.1f} s"
             assert replaced["last_exit"].startswith("hung (no heartbeat for"), replaced["last_exit"]
-            assert replaced["last_exit"].endswith("killed by SIGKILL")
+            # SIGKILL, or the stack dump itself: faulthandler reads other threads' stacks without their
+            # consent and may crash a process frozen mid-call (seen here once: SIGSEGV); either way it died
+            assert re.search(r"; killed by SIG(KILL|SEGV|BUS)$", replaced["last_exit"]), replaced["last_exit"]
             assert replaced["hangs"] == 1
             hung_lines = [e for e in daemon.proc.has_event("node_hung") if e["node_name"] == name]
             assert len(hung_lines) == 1 and hung_lines[0]["heartbeat_age_s"] >= LIVENESS_S  # logged to 0.1 s
