@@ -1,10 +1,14 @@
 """The open segment of a recording camera node, kept outside the process so that a crash loses nothing.
 
-Each packet of the open segment is appended (one ``writev``, no fsync) to a file in shared memory
-(``shm_dir``): it outlives the process, not a reboot, and costs no disk writes (the segment is written
-once, when it closes). A restarted node reads it back with :meth:`PacketSpool.recover` and stores it.
-A record is a fixed header, the codec name, the parameter sets and the access unit; a record cut short
-by the crash ends the recovery there. The file's name comes from the sensor name through
+Each packet of the open segment is copied into a memory-mapped file in shared memory (``shm_dir``): it
+outlives the process, not a reboot, and costs no disk writes (the segment is written once, when it
+closes). The file keeps its pages from one segment to the next and only grows: a ``write`` to a tmpfs file
+allocates and zeroes fresh pages each time, which cost more than storing the segment did. A restarted
+node reads it back with :meth:`PacketSpool.recover` and stores it.
+
+Layout: a header (magic, then the length of the records in use, updated after each record is complete, so
+a crash mid-copy leaves the previous length), then records: a fixed header, the codec name, the parameter
+sets and the access unit. The file's name comes from the sensor name through
 :func:`~msightd.storage.naming.safe_sensor_name` and a hash of the recording directory, so two nodes
 never share one and nothing leaves ``shm_dir``.
 """
@@ -12,6 +16,7 @@ never share one and nothing leaves ``shm_dir``.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
 from collections.abc import Sequence
@@ -26,6 +31,11 @@ from msightd.storage.naming import safe_sensor_name
 #: time base; picture size.
 _HEADER = struct.Struct("<IIBqdQBqqqIIII")
 _KEYFRAME, _HAS_PTS, _HAS_DTS = 1, 2, 4
+#: Magic and the length in use of the records that follow the file header.
+_FILE_HEADER = struct.Struct("<8sQ")
+_MAGIC = b"MSDSPL01"
+#: The file starts this big (~2 segments of 1280x960 H.264 at 100 frames) and doubles when a segment needs more.
+INITIAL_BYTES = 8 << 20
 
 
 class PacketSpool:
@@ -37,6 +47,9 @@ class PacketSpool:
         self._sensor_name = sensor_name
         self._device_name = device_name
         self._fd: int | None = None
+        self._map: mmap.mmap | None = None
+        self._size = 0
+        self._used = 0
         self.failed = False
 
     def recover(self) -> list[PacketMessage]:
@@ -45,15 +58,21 @@ class PacketSpool:
             content = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        if len(content) < _FILE_HEADER.size:
+            return []
+        magic, used = _FILE_HEADER.unpack_from(content)
+        if magic != _MAGIC:
+            return []
+        end_of_records = min(len(content), _FILE_HEADER.size + used)
         messages = []
-        offset = 0
-        while offset + _HEADER.size <= len(content):
+        offset = _FILE_HEADER.size
+        while offset + _HEADER.size <= end_of_records:
             fields = _HEADER.unpack_from(content, offset)
             data_len, extradata_len, codec_len = fields[:3]
             start = offset + _HEADER.size
             end = start + codec_len + extradata_len + data_len
-            if end > len(content) or data_len == 0 or not all(fields[10:12]):
-                break  # cut short by the crash (or not a spool)
+            if end > end_of_records or data_len == 0 or not all(fields[10:12]):
+                break  # not a record this spool wrote
             codec = content[start : start + codec_len].decode("ascii", "replace")
             if codec not in PACKET_CODECS:
                 break
@@ -64,16 +83,14 @@ class PacketSpool:
 
     def restart(self, messages: Sequence[PacketMessage]) -> None:
         """A new segment began: the spool holds exactly ``messages`` (its overlap and first packet)."""
-        fd = self._open()
-        if fd is None:
+        if self._map is None and not self._open():
             return
-        os.ftruncate(fd, 0)
+        self._set_used(0)
         for message in messages:
             self.append(message)
 
     def append(self, message: PacketMessage) -> None:
-        fd = self._open()
-        if fd is None:
+        if self._map is None and not self._open():
             return
         codec = message.codec.encode("ascii")
         flags = (
@@ -87,23 +104,57 @@ class PacketSpool:
             message.pts or 0, message.dts or 0, message.duration,
             message.time_base.numerator, message.time_base.denominator, message.width, message.height,
         )  # fmt: skip
-        os.writev(fd, (header, codec, message.extradata, message.data))
+        start = _FILE_HEADER.size + self._used
+        end = start + len(header) + len(codec) + len(message.extradata) + len(message.data)
+        if end > self._size:
+            self._grow(end)
+        assert self._map is not None
+        position = start
+        for part in (header, codec, message.extradata, message.data):
+            self._map[position : position + len(part)] = part
+            position += len(part)
+        self._set_used(end - _FILE_HEADER.size)
 
     def clear(self) -> None:
-        """Nothing is open any more (the segment was stored)."""
+        """Nothing is open any more (the segment was stored): the file and its memory go."""
         self.close()
         self.path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def _open(self) -> int | None:
-        if self._fd is None and not self.failed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        return self._fd
+    def _open(self) -> bool:
+        if self.failed:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._size = 0
+        self._grow(max(INITIAL_BYTES, os.fstat(self._fd).st_size))
+        self._set_used(0)
+        return True
+
+    def _grow(self, needed: int) -> None:
+        assert self._fd is not None
+        size = max(self._size, INITIAL_BYTES)
+        while size < needed:
+            size *= 2
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        # allocated now, so that a full tmpfs is an OSError here and never a SIGBUS on a later copy
+        os.posix_fallocate(self._fd, 0, size)
+        self._map = mmap.mmap(self._fd, size)
+        self._size = size
+
+    def _set_used(self, used: int) -> None:
+        assert self._map is not None
+        _FILE_HEADER.pack_into(self._map, 0, _MAGIC, used)
+        self._used = used
 
     def _message(self, fields: tuple[Any, ...], codec: str, extradata: bytes, data: bytes) -> PacketMessage:
         _, _, _, frame_id, captured_at, sequence, flags, pts, dts, duration, num, den, width, height = fields

@@ -6,7 +6,10 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
+
 from msightd.storage.packet_spool import PacketSpool
+from tests.support.filesystems import small_filesystem
 from tests.unit.test_packet_messages import make_packet
 
 
@@ -48,9 +51,14 @@ def test_a_new_segment_restarts_the_spool_and_a_torn_record_ends_recovery(tmp_pa
     spool.restart([make_packet(sequence=7)])
     spool.append(make_packet(sequence=8, data=b"x" * 1000))
     spool.close()
-    whole = spool.path.read_bytes()
-    spool.path.write_bytes(whole[:-10])  # the crash came in the middle of the last write
+    assert [p.sequence for p in spool.recover()] == [7, 8]
+    whole = bytearray(spool.path.read_bytes())
+    used = int.from_bytes(whole[8:16], "little")
+    whole[8:16] = (used - 10).to_bytes(8, "little")  # as if the crash came in the middle of the last copy
+    spool.path.write_bytes(whole)
     assert [p.sequence for p in spool.recover()] == [7]
+    spool.path.write_bytes(b"not a spool" + bytes(100))
+    assert spool.recover() == []
     spool.clear()
     assert spool.recover() == [] and not spool.path.exists()
 
@@ -60,3 +68,16 @@ def test_spool_names_stay_in_the_directory_and_apart(tmp_path: Path) -> None:
     assert hostile.path.parent == tmp_path and hostile.path.name.startswith("spool-")
     other_dir = PacketSpool(tmp_path, Path("/srv/other"), "../../etc/passwd", "edge1")
     assert other_dir.path != hostile.path
+
+
+def test_the_spool_grows_for_a_segment_larger_than_it_and_a_full_tmpfs_is_an_oserror(tmp_path: Path) -> None:
+    spool = PacketSpool(tmp_path, Path("/srv/videos"), "cam", "edge1")
+    big = [make_packet(sequence=n, data=bytes([n]) * (3 << 20)) for n in range(4)]  # 12 MiB > the initial 8
+    spool.restart(big)
+    spool.close()
+    assert [p.data for p in spool.recover()] == [p.data for p in big]
+    with small_filesystem(tmp_path / "shm", 4 << 20) as shm:  # smaller than the spool's first 8 MiB
+        full = PacketSpool(shm, Path("/srv/videos"), "cam", "edge1")
+        with pytest.raises(OSError):
+            full.append(big[0])
+        full.close()
