@@ -184,7 +184,9 @@ class CameraRecorder:
             dropped = self._pending.popleft()
             reason = "write_backlog_full"
             self._metrics.frames_dropped.labels(self._metrics.node, self._sensor, reason).inc(dropped.frame_count)
-            self._log.error("segment_dropped", reason=reason, frames=dropped.frame_count, file_time=dropped.frame_id)
+            self._log.error(
+                "segment_dropped", reason=reason, frames=dropped.frame_count, first_frame_id=dropped.frame_id
+            )
         self._pending.append(message)
         self._write_pending()
 
