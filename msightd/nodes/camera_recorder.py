@@ -28,13 +28,13 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from msightd.backoff import Backoff
 from msightd.media.gop_segmenter import ClosedSegment, GopSegmenter
 from msightd.media.remux import packet_segment, stream_key
 from msightd.messages import PacketMessage, SegmentMessage, SegmentStoredMessage
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import NodeRuntime
 from msightd.storage.packet_spool import PacketSpool
+from msightd.storage.write_outage import WriteOutage, write_hint
 from msightd.storage.writer import SegmentWriter
 
 #: Segments kept in memory while the directory refuses writes (~25 MB at 1280x960, 100 frames each);
@@ -70,9 +70,7 @@ class CameraRecorder:
         self._fallback_fps = FALLBACK_FPS
         self._last_sequence: int | None = None
         self._pending: deque[SegmentMessage] = deque()
-        self._backoff = Backoff(0.5, 10.0)
-        self._retry_at = 0.0
-        self._failing_since: float | None = None
+        self._outage = WriteOutage(self._log)
 
     @property
     def save_dir(self) -> Path:
@@ -120,14 +118,14 @@ class CameraRecorder:
 
     def tick(self) -> None:
         """Retry segments the directory refused, once their backoff delay has passed."""
-        if self._pending and time.monotonic() >= self._retry_at:
+        if self._pending and self._outage.due():
             self._write_pending()
 
     def close(self) -> None:
         """Store the open segment and everything pending (one last attempt each)."""
         for segment in self._segmenter.close("end"):
             self._store(segment)
-        self._retry_at = 0.0
+        self._outage.retry_now()
         self._write_pending()
         if self._pending:
             frames = sum(segment.frame_count for segment in self._pending)
@@ -191,7 +189,7 @@ class CameraRecorder:
         self._write_pending()
 
     def _write_pending(self) -> None:
-        while self._pending and time.monotonic() >= self._retry_at:
+        while self._pending and self._outage.due():
             segment = self._pending[0]
             try:
                 written = self._writer.write(segment)
@@ -199,7 +197,7 @@ class CameraRecorder:
                 self._write_failed(exc)
                 return
             self._pending.popleft()
-            self._write_recovered()
+            self._outage.recovered()
             if written.duplicate:
                 continue
             self._metrics.segments_written.labels(self._metrics.node, self._sensor).inc()
@@ -230,20 +228,12 @@ class CameraRecorder:
 
     def _write_failed(self, exc: OSError) -> None:
         self._metrics.write_errors.labels(self._metrics.node, self._sensor).inc()
-        self._retry_at = time.monotonic() + self._backoff.next_delay()
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
+        if self._outage.failed():
             self._log.error(
                 "segment_write_failed",
                 save_dir=str(self.save_dir),
                 error=exc.strerror or str(exc),
                 pending_segments=len(self._pending),
-                msg=f"cannot write segment: {exc.strerror or exc} (check record_dir: space, mount, permissions; "
-                "the dumper's retention frees space when min_free_space is set); kept in memory, retrying",
+                msg=f"cannot write segment: {exc.strerror or exc} ({write_hint(exc)}); kept in memory, retrying "
+                "(freeing space is the dumper's retention: set its min_free_space)",
             )
-
-    def _write_recovered(self) -> None:
-        if self._failing_since is not None:
-            self._log.info("segment_writes_recovered", outage_seconds=round(time.monotonic() - self._failing_since, 3))
-            self._failing_since = None
-        self._backoff.reset()

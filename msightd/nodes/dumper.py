@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from msightd.backoff import Backoff
 from msightd.bus import Delivery
 from msightd.messages import MalformedMessage, SegmentMessage, SegmentStoredMessage, decode_segment_or_stored
 from msightd.nodes.options import DumperOptions
@@ -31,20 +30,13 @@ from msightd.protocol import EXIT_OK
 from msightd.storage.keeper import StorageKeeper
 from msightd.storage.pairs import is_segment_metadata
 from msightd.storage.save_dir import SaveDirectory
+from msightd.storage.write_outage import WriteOutage, write_hint
 from msightd.storage.writer import SegmentWriter
 
 #: Errors that may mean the directory itself is gone or unusable (checked again before the next write).
 _DIRECTORY_ERRORS = {errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.ESTALE, errno.EIO}
 #: Room asked of retention beyond the segment itself (its JSON, directory entries).
 _WRITE_OVERHEAD_BYTES = 256 * 1024
-
-_WRITE_HINTS = {
-    errno.ENOSPC: "disk full: free space in the save directory, or set retain_max_size / min_free_space",
-    errno.EDQUOT: "disk quota exceeded: free space or raise the quota",
-    errno.EROFS: "save directory is on a read-only file system",
-    errno.EACCES: "no permission to write the save directory",
-    errno.ENOENT: "save directory vanished and cannot be recreated",
-}
 
 
 @dataclass
@@ -71,9 +63,7 @@ class VideoLocalDumperNode:
             on_lost=self._keeper.close,
         )
         self._pending: deque[PendingSegment] = deque()
-        self._backoff = Backoff(0.5, 10.0)
-        self._retry_at = 0.0
-        self._failing_since: float | None = None
+        self._outage = WriteOutage(runtime.log)
         self._summary = PeriodicSummary(runtime)
         self._malformed = MalformedMessageReporter(runtime)
         self._stray_notices = LogThrottle()
@@ -87,7 +77,7 @@ class VideoLocalDumperNode:
             consume(self._runtime, subscription, self._accept, self._tick)
         finally:
             subscription.close()
-            self._retry_at = 0.0
+            self._outage.retry_now()
             self._write_pending()
             self._keeper.close()
             if self._pending:
@@ -141,7 +131,7 @@ class VideoLocalDumperNode:
         self._write_pending()  # at once, unless a failed write is backing off (then the tick retries)
 
     def _write_pending(self) -> None:
-        while self._pending and time.monotonic() >= self._retry_at:
+        while self._pending and self._outage.due():
             item = self._pending[0]
             segment = item.segment
             sensor = self._metrics.sensor(segment.sensor_name)
@@ -162,7 +152,7 @@ class VideoLocalDumperNode:
                 self._keeper.written(written.metadata_path)  # its row follows the durable files
             self._pending.popleft()
             item.ack()
-            self._write_recovered()
+            self._outage.recovered()
             self._metrics.pending_segments.labels(self._metrics.node).set(len(self._pending))
             self._metrics.bytes_written.labels(self._metrics.node, sensor).inc(written.bytes_written)
             if written.duplicate:
@@ -207,11 +197,8 @@ class VideoLocalDumperNode:
 
     def _write_failed(self, segment: SegmentMessage, sensor: str, exc: OSError) -> None:
         self._metrics.write_errors.labels(self._metrics.node, sensor).inc()
-        delay = self._backoff.next_delay()
-        self._retry_at = time.monotonic() + delay
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            hint = _WRITE_HINTS.get(exc.errno or 0, "check the save directory")
+        if self._outage.failed():
+            hint = write_hint(exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._keeper.policy.enabled:
                 hint = "disk full and retention found nothing more it may delete"
             self._runtime.log.error(
@@ -222,11 +209,3 @@ class VideoLocalDumperNode:
                 pending_segments=len(self._pending),
                 msg=f"cannot write segment: {exc.strerror or exc} ({hint}); kept in memory, retrying",
             )
-
-    def _write_recovered(self) -> None:
-        if self._failing_since is not None:
-            self._runtime.log.info(
-                "segment_writes_recovered", outage_seconds=round(time.monotonic() - self._failing_since, 3)
-            )
-            self._failing_since = None
-        self._backoff.reset()

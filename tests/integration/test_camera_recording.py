@@ -4,6 +4,7 @@ for byte, in keyframe-aligned segments, catalogued by the dumper; a killed camer
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from msightd.storage.catalog import CATALOG_DIR, CATALOG_FILE
 from testbed.waiting import wait_for
 from tests.integration.pipeline import launch, segments_on_disk
 from tests.support.clips import file_pictures, passthrough_clips, pictures, serve_files
+from tests.support.filesystems import small_filesystem
 from tests.support.processes import Proc
 from tests.support.redis import RedisEndpoint
 from tests.support.video import probe_video
@@ -167,3 +169,26 @@ def test_the_dumper_catalogues_only_segment_files_of_its_own_directory(
     assert dumper.terminate() == 0
     assert catalogued_stems(save_dir) == set() and not dumper.has_event("segment_indexed")
     assert outside.read_text() == "{}"
+
+
+def test_a_full_disk_keeps_segments_in_memory_until_space_comes_back(
+    clips: dict[str, Path], redis_server: RedisEndpoint, tmp_path: Path, processes: list[Proc]
+) -> None:
+    """The recording directory fills up: the camera node says so once, keeps the refused segments and
+    writes them, in order and without a gap, once space is freed (no dumper here: nothing else writes)."""
+    source = file_pictures(clips["h264"], "h264")
+    with small_filesystem(tmp_path / "received_videos", 160 * 1024) as save_dir, serve_files([clips["h264"]]) as server:
+        camera = start_recording_camera(processes, tmp_path, redis_server.url, server.url, buffer=10)
+        wait_for(lambda: camera.has_event("segment_write_failed") or None, 90, "the disk to fill up")
+        before = [clip_positions(video, meta, "h264", source) for video, meta in segments_on_disk(save_dir)]
+        for video, _meta in segments_on_disk(save_dir):  # what an operator (or the dumper's retention) frees
+            video.unlink()
+            video.with_suffix(".json").unlink()
+        wait_for(lambda: camera.has_event("segment_writes_recovered") or None, 60, "writes to work again")
+        wait_for(lambda: len(segments_on_disk(save_dir)) >= 3 or None, 60, "the kept segments and new ones")
+        assert camera.terminate() == 0
+        after = [clip_positions(video, meta, "h264", source) for video, meta in segments_on_disk(save_dir)]
+    assert len(camera.has_event("segment_write_failed")) == 1, "one line per outage"
+    assert not camera.has_event("segment_dropped")
+    for earlier, later in itertools.pairwise(before + after):
+        assert later[0] == (earlier[-1] + 1) % len(source), "no frame lost across the outage"
