@@ -16,9 +16,9 @@ never overwritten. A write the directory refuses (full disk, not mounted, read-o
 in memory, up to :data:`PENDING_SEGMENTS`, retried with backoff; retention stays the dumper's (on a full
 disk it deletes at once on its next round when ``min_free_space`` or ``retain_max_size`` is set).
 
-Crash safety: while a segment is open, each packet is also appended to a spool file beside the segments
-(:mod:`msightd.storage.packet_spool`); a node that dies is restarted by the daemon, stores what the
-spool holds as a segment of its own, and goes on. One owner thread (the camera node's main loop).
+Crash safety: while a segment is open, each packet is also copied into a memory-mapped spool file in
+``shm_dir`` (:mod:`msightd.storage.packet_spool`); a node that dies is restarted by the daemon, stores
+what the spool holds as a segment of its own, and goes on. One owner thread (the camera node's main loop).
 """
 
 from __future__ import annotations
@@ -162,8 +162,7 @@ class CameraRecorder:
             elif message is not None:
                 self._spool.append(message)
         except OSError as exc:
-            self._spool.close()
-            self._spool.failed = True
+            self._spool.abandon()
             self._log.error(
                 "recording_spool_failed",
                 spool=str(self._spool.path),

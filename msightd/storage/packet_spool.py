@@ -39,7 +39,7 @@ INITIAL_BYTES = 8 << 20
 
 
 class PacketSpool:
-    """One camera's open segment on tmpfs. One owner thread; a spool that fails is abandoned (said once)."""
+    """One camera's open segment on tmpfs. One owner thread; after a failure it is abandoned for good."""
 
     def __init__(self, shm_dir: Path, record_dir: Path, sensor_name: str, device_name: str) -> None:
         digest = hashlib.sha256(str(record_dir).encode("utf-8", "surrogatepass")).hexdigest()[:8]
@@ -119,6 +119,11 @@ class PacketSpool:
         """Nothing is open any more (the segment was stored): the file and its memory go."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """After a failure: closed, and used no more (its owner records without crash safety)."""
+        self.close()
+        self.failed = True
 
     def close(self) -> None:
         if self._map is not None:
