@@ -1,10 +1,60 @@
+"""Listening ports for the servers the tests and benches start.
+
+A port the OS hands out for ``bind(0)`` comes from the ephemeral range, the same range it uses for the
+local end of every outgoing connection. Between picking such a port and the server binding it, any
+connection on the machine (the server's own components talking to each other, as SeaweedFS's do) may
+take it, and the server dies with "address already in use" (seen in CI). Ports below the ephemeral range
+are never used for outgoing connections, so a port picked there and found free stays free unless another
+listener takes it.
+"""
+
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+_LOWEST = 10000  # below this live well-known services (6379, 8080, 9090, ...)
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_start() -> int:
+    """The first port the OS uses for outgoing connections (Linux's default when unreadable)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on loopback right now, outside the ephemeral range."""
+    top = _ephemeral_start()
+    if top - _LOWEST < 1000:  # an unusual range leaves no room below it: let the OS pick
+        return [_os_port() for _ in range(count)]
+    picker = random.SystemRandom()
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = picker.randrange(_LOWEST, top)
+        if port not in chosen and _bindable(port):
+            chosen.append(port)
+    return chosen
 
 
 def free_port() -> int:
-    """A TCP port free on loopback right now (the OS picks it)."""
+    """A TCP port free on loopback right now, outside the ephemeral range."""
+    return free_ports(1)[0]
+
+
+def _os_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

