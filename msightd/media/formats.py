@@ -15,6 +15,9 @@ Codec = Literal["h264", "hevc", "mp4v"]
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 #: How a camera node decodes: OpenCV (BGR pictures) or PyAV (the decoder's own YUV pictures).
 Decoder = Literal["opencv", "pyav"]
+#: Who reads a camera's packets (frame_encoding packets): msightd's own RTSP client (RTP over TCP, H.264/H.265)
+#: or FFmpeg's demuxer (anything FFmpeg reads).
+RtspReader = Literal["msightd", "ffmpeg"]
 #: How frames travel: MSight's JPEG, raw BGR, a reference into a shared-memory ring, or the camera's own
 #: compressed packets, not decoded (passthrough recording).
 FrameEncoding = Literal["jpeg", "raw", "shm", "packets"]

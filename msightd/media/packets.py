@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -93,7 +93,9 @@ class ParameterSets:
     """The parameter sets in force, updated from every access unit that carries some.
 
     Keyed by NAL type (one VPS, SPS and PPS at a time: what cameras send); a new value replaces the old,
-    and the picture size is re-read whenever the SPS changes. Not thread-safe: one owner.
+    and the picture size is re-read whenever the SPS changes. A parameter set that cannot be read is
+    counted in :attr:`unreadable` (with the reason in :attr:`last_error`, for the owner to report); the
+    frame still goes through as sent and the last good size stays. Not thread-safe: one owner.
     """
 
     def __init__(self, codec: str, width: int = 0, height: int = 0) -> None:
@@ -101,21 +103,33 @@ class ParameterSets:
         self.width, self.height = width, height
         self._by_type: dict[int, bytes] = {}
         self.extradata = b""
+        self.unreadable = 0
+        self.last_error = ""
 
-    def update(self, nals: list[bytes]) -> bool:
-        """Take in-band (or out-of-band) parameter sets; True when anything changed."""
+    def take(self, nals: Iterable[bytes]) -> None:
+        """Take in-band (or out-of-band) parameter sets."""
         changed = False
         for unit in nals:
             kind = nal.nal_type(self.codec, unit)
             if self._by_type.get(kind) == unit:
                 continue
+            if nal.is_sps(self.codec, kind):
+                try:
+                    self.width, self.height = nal.sps_picture_size(self.codec, unit)
+                except nal.BitstreamError as exc:
+                    self.unreadable += 1
+                    self.last_error = str(exc)
+                    continue
             self._by_type[kind] = unit
             changed = True
-            if nal.is_sps(self.codec, kind):
-                self.width, self.height = nal.sps_picture_size(self.codec, unit)
         if changed:
             self.extradata = nal.join_annexb([self._by_type[kind] for kind in sorted(self._by_type)])
-        return changed
+
+    def take_in_band(self, access_unit: bytes) -> None:
+        """Take the parameter sets in front of ``access_unit``'s first slice, if any."""
+        found = nal.parameter_sets(self.codec, access_unit)
+        if found:
+            self.take(found)
 
 
 class PacketCapture:
@@ -141,16 +155,13 @@ class PacketCapture:
         if extradata[:1] == b"\x01":  # avcC / hvcC (MP4, MKV): packets are length-prefixed
             self._filter = BitStreamFilterContext(_MP4_TO_ANNEXB[codec], self._stream)
         elif extradata:
-            self._parameters.update(nal.parameter_sets(codec, extradata))
+            self._parameters.take(nal.parameter_sets(codec, extradata))
         self._packets: Iterator[Any] = self._container.demux(self._stream)
         self._pending: deque[Any] = deque()
         rate = self.frame_rate()
         self._nominal_duration = round(1 / (rate * self.time_base)) if rate else 1
         self._pts_offset = 0  # added on each loop of a file, so timestamps keep increasing
         self._loop_end = 0  # pts just after the last frame seen (this loop, without offset)
-        #: Parameter sets that could not be read (for the owner to report), and the last reason.
-        self.unreadable_parameter_sets = 0
-        self.last_error = ""
         self.last_packet: Any = None  # the av.Packet behind the last access unit (what TeeCapture decodes)
 
     def read(self) -> AccessUnit | None:
@@ -160,13 +171,7 @@ class PacketCapture:
             return None
         self.last_packet = packet
         data = bytes(packet)
-        found = nal.parameter_sets(self.codec, data)
-        if found:
-            try:
-                self._parameters.update(found)
-            except nal.BitstreamError as exc:  # the frame still goes through as sent; the last good size stays
-                self.unreadable_parameter_sets += 1
-                self.last_error = str(exc)
+        self._parameters.take_in_band(data)
         pts, dts, duration = packet.pts, packet.dts, int(packet.duration or 0)
         if pts is not None:
             self._loop_end = max(self._loop_end, pts + (duration or self._nominal_duration))
@@ -194,6 +199,10 @@ class PacketCapture:
                 return None
             self._pending.extend(self._filter.filter(packet) if self._filter is not None else (packet,))
         return self._pending.popleft()
+
+    @property
+    def parameters(self) -> ParameterSets:
+        return self._parameters
 
     def frame_rate(self) -> float:
         """The source's nominal frame rate (0 when unknown)."""
@@ -261,12 +270,8 @@ class TeeCapture:
         return decoder
 
     @property
-    def unreadable_parameter_sets(self) -> int:
-        return self._packets.unreadable_parameter_sets
-
-    @property
-    def last_error(self) -> str:
-        return self._packets.last_error
+    def parameters(self) -> ParameterSets:
+        return self._packets.parameters
 
     def frame_rate(self) -> float:
         return self._packets.frame_rate()

@@ -23,6 +23,7 @@ from msightd.media.formats import (
     Codec,
     Decoder,
     FrameEncoding,
+    RtspReader,
 )
 from msightd.storage.retention import RetentionPolicy
 from msightd.upload.keys import KEY_LAYOUTS, normalize_prefix
@@ -89,6 +90,14 @@ class RtspSourceOptions(NodeOptions):
     publish_topic: str = option(help="topic to publish frames to", flags=("-pt", "--publish-topic"))
     sensor_name: str = option(help="name of this camera in messages")
     rtsp_transport: Literal["tcp", "udp"] = option("tcp", "RTSP over TCP or UDP")
+    #: FFmpeg's RTSP demuxer makes ~100 system calls per 1280x960 frame, half a passthrough recorder's CPU;
+    #: msightd's own client receives a frame in two or three (README, Performance).
+    rtsp_reader: RtspReader = option(
+        "msightd",
+        "who reads the camera's packets with frame_encoding packets: msightd's own RTSP client (RTP over TCP, "
+        "H.264/H.265, a fraction of FFmpeg's CPU) or ffmpeg; a camera msightd's client cannot read (UDP only, "
+        "redirects, rtsps, other codecs) goes to ffmpeg by itself, as does rtsp_transport udp",
+    )
     resize_ratio: float = option(1.0, "scale frames by this factor", flags=("-r", "--resize-ratio"))
     jpeg_quality: int = option(90, "JPEG quality 1-100")
     frame_encoding: FrameEncoding = option(
@@ -171,6 +180,16 @@ class RtspSourceOptions(NodeOptions):
                 f"liveness_timeout_s ({self.liveness_timeout_s:g}) must exceed open_timeout_s and read_timeout_s "
                 f"by more than 1 s: opening or reading the camera blocks the node for up to {blocking_s:g} s"
             )
+
+    @property
+    def reads_rtsp_itself(self) -> bool:
+        """Whether the camera's packets are read with msightd's own RTSP client (else FFmpeg's)."""
+        return (
+            self.rtsp_reader == "msightd"
+            and self.frame_encoding == "packets"
+            and self.rtsp_transport == "tcp"
+            and not self.is_file
+        )
 
     @property
     def packet_destination(self) -> str:

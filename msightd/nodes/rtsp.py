@@ -39,6 +39,8 @@ from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, OpenCv
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
 from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit, keyframe_picture
+from msightd.media.rtsp_capture import RtspPacketCapture
+from msightd.media.rtsp_session import RtspUnsupported
 from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef, PacketMessage, SegmentStoredMessage
 from msightd.nodes.camera_recorder import CameraRecorder
@@ -46,6 +48,8 @@ from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
 from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_demand_path, thumbnail_path
 
+#: What reads the source: a decoder, or a reader of the camera's packets (FFmpeg's or msightd's own).
+Source = Capture | PacketCapture | RtspPacketCapture | TeeCapture
 #: What the node publishes: frames, packets, or (recording itself) notices of stored segments.
 Outgoing = FrameMessage | PacketMessage | SegmentStoredMessage
 
@@ -93,6 +97,7 @@ class RtspSourceNode:
             topic = config.packet_destination
             self._recorder = CameraRecorder(config, runtime, lambda notice: self._publish(notice, topic))
         self._said_rescales = False
+        self._reads_rtsp_itself = config.reads_rtsp_itself  # until the camera needs FFmpeg's reader
         self._inline_log = LogThrottle()
         self._thumbnail: ThumbnailWriter | None = None
         if runtime.thumbnail_dir:
@@ -112,7 +117,22 @@ class RtspSourceNode:
             config.decode_threads,
         )  # fmt: skip
 
-    def _connect(self) -> Capture | PacketCapture | TeeCapture | None:
+    def _open_packets(self, settings: CaptureSettings) -> PacketCapture | RtspPacketCapture:
+        """The camera's packets, read by msightd's own RTSP client where it can, else by FFmpeg's demuxer
+        (from then on, for this node's life: the camera will not change what it needs)."""
+        if self._reads_rtsp_itself:
+            try:
+                return RtspPacketCapture(settings)
+            except RtspUnsupported as exc:
+                self._reads_rtsp_itself = False
+                self._log.warning(
+                    "rtsp_reader_fallback", reason=str(exc),
+                    msg="this camera is read by FFmpeg's RTSP demuxer (more CPU per frame); rtsp_reader = "
+                    "'ffmpeg' says so up front",
+                )  # fmt: skip
+        return PacketCapture(settings)
+
+    def _connect(self) -> Source | None:
         """Open the source, retrying with backoff until it works or the node is stopped."""
         backoff = Backoff(self._config.reconnect_delay_s, self._config.reconnect_delay_max_s)
         settings = self._capture_settings()
@@ -123,8 +143,8 @@ class RtspSourceNode:
             packets = self._config.frame_encoding == "packets"
             try:
                 if packets or self._config.packet_topic:
-                    capture: Capture | PacketCapture | TeeCapture = (
-                        TeeCapture(settings) if self._config.packet_topic else PacketCapture(settings)
+                    capture: Source = (
+                        TeeCapture(settings) if self._config.packet_topic else self._open_packets(settings)
                     )
                     self._packet_sequence = 0
                 else:
@@ -191,7 +211,7 @@ class RtspSourceNode:
         self._log.info("source_stopped", frames_published=self._frames_published, **extra)
         return EXIT_OK
 
-    def _read_until_lost(self, capture: Capture | PacketCapture | TeeCapture) -> bool:
+    def _read_until_lost(self, capture: Source) -> bool:
         """Read and publish until the source is lost (False) or finished / stopped (True)."""
         config = self._config
         file_fps = capture.frame_rate() if config.is_file else 0.0
@@ -212,7 +232,10 @@ class RtspSourceNode:
                     if config.is_file:
                         self._log.info("source_finished", file=config.file_path)
                         return True
-                    self._log.warning("source_lost", url=redact_url(self._config.url), hint="camera stopped sending")
+                    reason = {"error": capture.lost_reason} if isinstance(capture, RtspPacketCapture) else {}
+                    self._log.warning(
+                        "source_lost", url=redact_url(self._config.url), hint="camera stopped sending", **reason
+                    )
                     self._source_lost = True
                     if self._recorder is not None:
                         self._recorder.source_lost()
@@ -225,7 +248,7 @@ class RtspSourceNode:
                 else:
                     next_due = time.monotonic()  # fell behind (slow disk?): don't burst to catch up
             now = time.time()
-            if isinstance(capture, PacketCapture | TeeCapture):
+            if isinstance(capture, PacketCapture | RtspPacketCapture | TeeCapture):
                 self._report_bad_parameter_sets(capture)
             if isinstance(picture, TeedUnit):
                 self._handle_packet(picture.unit, now, self._config.packet_topic, count=False)
@@ -237,15 +260,16 @@ class RtspSourceNode:
                 self._handle_frame(picture, now)
         return True
 
-    def _report_bad_parameter_sets(self, capture: PacketCapture | TeeCapture) -> None:
+    def _report_bad_parameter_sets(self, capture: PacketCapture | RtspPacketCapture | TeeCapture) -> None:
         """A parameter set the capture could not read (the packets still go out as sent, with the last good
         picture size): counted, and logged at most every 10 s."""
-        unreadable = capture.unreadable_parameter_sets
+        parameters = capture.parameters
+        unreadable = parameters.unreadable
         if unreadable > self._unreadable_seen:
             self._unreadable_seen = unreadable
             if self._parameters_log.allow():
                 self._log.warning(
-                    "parameter_sets_unreadable", count=unreadable, error=capture.last_error,
+                    "parameter_sets_unreadable", count=unreadable, error=parameters.last_error,
                     hint="the camera sent an SPS/PPS this recorder cannot parse; its bytes are recorded as sent",
                 )  # fmt: skip
 

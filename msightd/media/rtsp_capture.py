@@ -1,0 +1,90 @@
+"""Passthrough capture with msightd's own RTSP client: :class:`~msightd.media.packets.PacketCapture`'s
+interface over :class:`~msightd.media.rtsp_session.RtspSession` and the RTP depacketizer.
+
+It hands out the same :class:`~msightd.media.packets.AccessUnit` FFmpeg's demuxer would (Annex B bytes,
+keyframe flag, parameter sets and picture size in force), with pts straight from the RTP timestamps
+(counted from the session's first packet, in the track's clock: 1/90000 s), so the recorder's rules do not
+depend on which reader fed it. Decode timestamps are left to the muxer (derived from the pts), as FFmpeg's
+RTSP demuxer leaves them too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from fractions import Fraction
+
+from msightd.media.capture import CaptureSettings
+from msightd.media.packets import AccessUnit, ParameterSets
+from msightd.media.rtp_depacketizer import RtpAccessUnit
+from msightd.media.rtsp_session import RtspError, RtspSession
+
+
+class RtspPacketCapture:
+    """Access units of one RTSP camera. Not thread-safe: one owner, who must :meth:`close` it.
+
+    :raises RtspError: on open, when the camera cannot be reached or refuses (retry later);
+    :raises RtspUnsupported: when it needs what this client does not do (use FFmpeg's instead).
+    """
+
+    def __init__(self, settings: CaptureSettings) -> None:
+        self._session = RtspSession(settings.url, settings.open_timeout_s, settings.read_timeout_s)
+        try:
+            track = self._session.open()
+        except BaseException:
+            self._session.close()
+            raise
+        self.codec = track.codec
+        self.time_base = Fraction(1, track.clock_rate)
+        self._frame_rate = track.frame_rate
+        self._parameters = ParameterSets(track.codec)
+        self._parameters.take(track.parameter_sets)
+        self._depacketizer = self._session.depacketizer()
+        self._ready: deque[RtpAccessUnit] = deque()
+        #: Why the camera was lost (for the owner's log line); empty while it sends.
+        self.lost_reason = ""
+
+    @property
+    def parameters(self) -> ParameterSets:
+        return self._parameters
+
+    @property
+    def packets_lost(self) -> int:
+        """RTP packets missing from the sequence (their frames are recorded without the broken NAL unit)."""
+        return self._depacketizer.lost
+
+    def read(self) -> AccessUnit | None:
+        """The next access unit; None when the camera stopped, failed or stalled past the read timeout."""
+        ready, depacketizer = self._ready, self._depacketizer
+        while not ready:
+            try:
+                self._session.receive(depacketizer)
+            except RtspError as exc:
+                self.lost_reason = str(exc)
+                return None
+            ready.extend(depacketizer.completed)
+            depacketizer.completed.clear()
+        unit = ready.popleft()
+        parameters = self._parameters
+        parameters.take_in_band(unit.data)
+        return AccessUnit(
+            data=unit.data,
+            keyframe=unit.keyframe,
+            pts=unit.timestamp,
+            dts=None,
+            duration=0,
+            time_base=self.time_base,
+            codec=self.codec,
+            extradata=parameters.extradata,
+            width=parameters.width,
+            height=parameters.height,
+        )
+
+    def frame_rate(self) -> float:
+        """The frame rate the camera's SDP states (0 when it states none, as most do)."""
+        return self._frame_rate
+
+    def rewind(self) -> None:
+        raise OSError("a camera cannot be rewound")
+
+    def close(self) -> None:
+        self._session.close()
