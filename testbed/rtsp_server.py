@@ -131,6 +131,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (testsrc only)")
     p.add_argument("--check", action="store_true", help="only check that GStreamer is usable, exit 0/2")
+    p.add_argument("--user", help="require this user (with --password) to play the stream")
+    p.add_argument("--password", default="")
+    p.add_argument("--auth", choices=("basic", "digest"), default="digest", help="how --user authenticates")
+    p.add_argument("--transport", choices=("any", "tcp", "udp"), default="any", help="RTP lower transports offered")
     args = p.parse_args(argv)
     if not args.mount.startswith("/"):
         p.error("--mount must start with '/'")
@@ -318,6 +322,26 @@ def _keep_media_prepared(GstRtspServer: Any, pool: Any, media: Any) -> None:
     media.connect("prepared", on_prepared)
 
 
+def _require_credentials(GstRtspServer: Any, server: Any, factory: Any, args: argparse.Namespace) -> None:
+    """Only ``--user``/``--password`` may play the stream, by Basic or Digest authentication, as on a camera."""
+    from gi.repository import GstRtsp
+
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", "viewer")
+    auth = GstRtspServer.RTSPAuth()
+    if args.auth == "digest":
+        auth.add_digest(args.user, args.password, token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    else:
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_permission_for_role("viewer", "media.factory.access", True)
+    permissions.add_permission_for_role("viewer", "media.factory.construct", True)
+    factory.set_permissions(permissions)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     GLib, Gst, GstRtspServer = _load_gstreamer()
@@ -345,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         "media-configure",
         lambda _factory, media: _keep_media_prepared(GstRtspServer, server.get_thread_pool(), media),
     )
+    if args.transport != "any":
+        from gi.repository import GstRtsp
+
+        lower = GstRtsp.RTSPLowerTrans.TCP if args.transport == "tcp" else GstRtsp.RTSPLowerTrans.UDP
+        factory.set_protocols(lower)
+    if args.user:
+        _require_credentials(GstRtspServer, server, factory, args)
     server.get_mount_points().add_factory(args.mount, factory)
 
     loop = GLib.MainLoop()

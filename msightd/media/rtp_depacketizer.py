@@ -121,7 +121,7 @@ class Depacketizer:
 
     def _close(self) -> None:
         self.completed.append(RtpAccessUnit(b"".join(self._parts), self._timestamp, self._keyframe))
-        self._parts = []
+        self._parts.clear()  # in place: feed() holds it
         self._keyframe = False
         self._fragmenting = False
 

@@ -216,7 +216,9 @@ class RtspSession:
 
     def _take_channels(self, transport: str) -> None:
         if "/TCP" not in transport.upper():
-            raise RtspUnsupported(f"the camera offers {transport or 'no transport'}, not RTP over TCP")
+            raise RtspUnsupported(
+                f"the camera offers {transport or 'no transport'}, not RTP over TCP: set rtsp_transport = 'udp'"
+            )
         found = re.search(r"interleaved\s*=\s*(\d+)(?:-(\d+))?", transport)
         if found:
             self._rtp_channel = int(found.group(1))
@@ -235,7 +237,9 @@ class RtspSession:
         if 300 <= response.status < 400:
             raise RtspUnsupported(f"{self._shown_url} redirects ({response.status}) to {response.header('location')}")
         if response.status == 461:
-            raise RtspUnsupported(f"{self._shown_url} will not send RTP over TCP (461 Unsupported Transport)")
+            raise RtspUnsupported(
+                f"{self._shown_url} will not send RTP over TCP (461 Unsupported Transport): set rtsp_transport = 'udp'"
+            )
         if response.status == 404:
             raise RtspError(f"{self._shown_url} has no stream at this path (404): check the URL's path")
         if response.status != 200:

@@ -1,0 +1,117 @@
+"""msightd's own RTSP client against a real camera (the GStreamer RTSP server, its own RTP payloaders): it
+reads the same access units as FFmpeg's demuxer, authenticates as cameras ask, and says what is wrong when
+it cannot read a camera; the camera node then hands that camera to FFmpeg."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from msightd.media.capture import CaptureSettings
+from msightd.media.packets import AccessUnit, PacketCapture
+from msightd.media.rtsp_capture import RtspPacketCapture
+from msightd.media.rtsp_session import RtspError, RtspUnsupported
+from testbed.rtsp import RtspServer
+from testbed.waiting import wait_for
+from tests.support.clips import file_pictures, passthrough_clips, pictures, serve_files
+from tests.support.processes import Proc, command
+from tests.support.redis import RedisEndpoint
+
+PASSWORD = "pa:ss@w/rd"  # characters that must be percent-encoded in a URL
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return passthrough_clips(tmp_path_factory.mktemp("clips"))
+
+
+def _settings(url: str, transport: str = "tcp") -> CaptureSettings:
+    return CaptureSettings(url, False, transport, 10.0, 5.0, 1)
+
+
+def _read(capture: PacketCapture | RtspPacketCapture, count: int) -> list[AccessUnit]:
+    try:
+        units = [capture.read() for _ in range(count)]
+    finally:
+        capture.close()
+    assert all(unit is not None for unit in units), "the camera stopped sending"
+    return [unit for unit in units if unit is not None]
+
+
+def _camera(clip: Path, *options: str) -> RtspServer:
+    server = serve_files([clip])
+    server.extra_args = tuple(options)
+    return server
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_own_client_reads_the_access_units_ffmpeg_reads(codec: str, clips: dict[str, Path]) -> None:
+    looped = file_pictures(clips[codec], codec) * 4  # the camera loops the clip: a window may span a seam
+    with serve_files([clips[codec]]) as camera:
+        ffmpeg = _read(PacketCapture(_settings(camera.url)), 45)
+        own = _read(RtspPacketCapture(_settings(camera.url)), 45)
+    by_pictures = {pictures(codec, unit.data): unit for unit in ffmpeg}
+    own_pictures = [pictures(codec, unit.data) for unit in own]
+    start = looped.index(own_pictures[0])
+    assert own_pictures == looped[start : start + len(own)], "frames missing, repeated or out of order"
+    same = [unit for unit in own if pictures(codec, unit.data) in by_pictures]
+    assert len(same) >= 10, "the two readings should overlap by a GOP at least"
+    for unit in same:
+        theirs = by_pictures[pictures(codec, unit.data)]
+        assert unit.data == theirs.data, "access units differ byte for byte"
+        assert (unit.keyframe, unit.codec, unit.width, unit.height) == (
+            theirs.keyframe, theirs.codec, theirs.width, theirs.height,
+        )  # fmt: skip
+        assert unit.extradata == theirs.extradata
+    assert any(unit.keyframe for unit in own) and not all(unit.keyframe for unit in own)
+    shown = sorted(unit.pts for unit in own if unit.pts is not None)
+    steps = {later - earlier for earlier, later in pairwise(shown)}
+    assert steps == {9000}, f"pts should step one frame (1/10 s at 90 kHz), got {sorted(steps)}"
+
+
+@pytest.mark.parametrize("scheme", ["basic", "digest"])
+def test_cameras_asking_for_credentials_get_them_and_wrong_ones_are_named(scheme: str, clips: dict[str, Path]) -> None:
+    with _camera(clips["h264"], "--user", "viewer", "--password", PASSWORD, "--auth", scheme) as camera:
+        address = camera.url.removeprefix("rtsp://")
+        right = f"rtsp://viewer:{quote(PASSWORD, safe='')}@{address}"
+        assert len(_read(RtspPacketCapture(_settings(right)), 15)) == 15
+
+        with pytest.raises(RtspError) as wrong:
+            RtspPacketCapture(_settings(f"rtsp://viewer:not-it@{address}"))
+        assert "refused the credentials" in str(wrong.value) and "not-it" not in str(wrong.value)
+        assert not isinstance(wrong.value, RtspUnsupported), "wrong credentials are not FFmpeg's business"
+
+        with pytest.raises(RtspError, match="needs credentials"):
+            RtspPacketCapture(_settings(camera.url))
+
+
+def test_a_camera_that_will_not_send_over_tcp_is_named_and_ffmpeg_reads_it_over_udp(clips: dict[str, Path]) -> None:
+    with _camera(clips["h264"], "--transport", "udp") as camera:
+        with pytest.raises(RtspUnsupported, match="rtsp_transport"):
+            RtspPacketCapture(_settings(camera.url))
+        assert len(_read(PacketCapture(_settings(camera.url, "udp")), 5)) == 5
+
+
+def test_the_camera_node_hands_a_camera_its_client_cannot_read_to_ffmpeg(
+    clips: dict[str, Path], redis_server: RedisEndpoint, tmp_path: Path, processes: list[Proc]
+) -> None:
+    with _camera(clips["h264"], "--transport", "udp") as camera:
+        node = Proc(
+            [
+                command("msight_launch_rtsp"), "-n", "cam", "-u", camera.url, "-pt", "packets",
+                "--sensor-name", "cam", "--frame-encoding", "packets", "--record-dir", str(tmp_path / "videos"),
+                "--log-format", "json",
+            ],
+            tmp_path / "node.log",
+            env={"MSIGHT_REDIS_URL": redis_server.url},
+            cwd=tmp_path,
+        )  # fmt: skip
+        processes.append(node)
+        wait_for(lambda: "source_open_failed" in node.text(), 60, "FFmpeg's attempt after the fallback")
+        node.terminate()
+    log = node.text()
+    assert log.count('"rtsp_reader_fallback"') == 1, "said once, not on every reconnect"
+    assert "rtsp_transport" in log.split('"rtsp_reader_fallback"')[1].splitlines()[0]
