@@ -62,7 +62,7 @@ def pipeline_toml(
             f'[[nodes]]\nname = "{rtsp_node_name(index)}"\nkind = "rtsp"\nurl = "{url}"\n'
             f'{_camera_topics(args)}sensor_name = "{sensor_name(index)}"\nrtsp_transport = "tcp"\n'
             f'frame_encoding = "{args.frame_encoding}"\nshm_dir = "{shm_dir}"\n'
-            f'decode_threads = {args.decode_threads}\ndecoder = "{args.decoder}"\n'
+            f'decode_threads = {args.decode_threads}\ndecoder = "{args.decoder}"\nrtsp_reader = "{args.rtsp_reader}"\n'
             + (f'record_dir = "{save}"\nbuffer_size = {args.buffer_size}\n' if args.record_in_camera else "")
         )
     if args.record_in_camera:  # the dumper catalogues what the cameras store, from their notices

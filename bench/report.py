@@ -137,6 +137,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "packet_topic": args.packet_topic,
         "record_in_camera": args.record_in_camera,
         "decoder": args.decoder,
+        "rtsp_reader": args.rtsp_reader,
         "decode_threads": args.decode_threads,
         "encoder_threads": args.encoder_threads,
         "batch_wait_s": args.batch_wait,

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bench import REPO_ROOT
 from bench.cameras import cameras, clip_info, resolve_clips, restart_cameras
@@ -40,6 +40,7 @@ from bench.pipeline import PERCEPTION_TOPIC, run_pipeline
 from bench.processes import BenchError
 from bench.report import environment, format_pairs, format_table, settings_of, summarise_pairs
 from bench.results import pipeline_results
+from msightd.media.formats import RtspReader
 from testbed.rtsp import rtsp_server_available
 
 DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="veryfast", help="x264 preset, pipeline and floor (default veryfast)")
     parser.add_argument("--crf", type=int, default=23, help="x264 crf, pipeline and floor (default 23)")
     parser.add_argument("--decoder", choices=("opencv", "pyav"), default="pyav", help="rtsp node decoder")
+    parser.add_argument(
+        "--rtsp-reader",
+        choices=get_args(RtspReader),
+        default="msightd",
+        help="who reads the cameras' packets with --frame-encoding packets (default msightd's own client)",
+    )
     parser.add_argument("--decode-threads", type=int, default=1, help="rtsp node decoding threads (default 1)")
     parser.add_argument("--encoder-threads", type=int, default=1, help="x264 threads per sensor (default 1; 0: auto)")
     parser.add_argument(
