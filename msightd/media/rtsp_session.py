@@ -312,6 +312,8 @@ class RtspSession:
             unread = self._end - self._start
             self._buffer[:unread] = self._buffer[self._start : self._end]
             self._start, self._end = 0, unread
+            if len(self._buffer) - unread < 70_000:
+                raise RtspError(f"{self._shown_url} sent a reply of over {unread // 1000} KB: not a camera's")
         if timeout_s is not None:
             self._socket.settimeout(timeout_s)
         try:
