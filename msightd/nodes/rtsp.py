@@ -14,7 +14,8 @@ pixels through the broker (no codec, but 3.7 MB per 1280x960 frame); ``shm`` kee
 shared-memory ring on this host and sends only a reference, the cheapest way to same-host msightd
 consumers (see :mod:`msightd.media.frame_ring`). A frame the ring cannot take goes inline as JPEG.
 ``packets`` decodes nothing: it publishes the camera's own H.264/H.265 access units (see
-:mod:`msightd.media.packets`) for an aggregator to store as they are (passthrough recording). With
+:mod:`msightd.media.packets`) for an aggregator to store as they are (passthrough recording), read by
+msightd's own RTSP client (:mod:`msightd.media.rtsp_capture`) unless the camera needs FFmpeg's. With
 ``record_dir`` the node stores them itself instead and publishes one notice per segment
 (:mod:`msightd.nodes.camera_recorder`).
 """
