@@ -227,7 +227,7 @@ class RtspSession:
     def _request(self, method: str, url: str, headers: dict[str, str], deadline: float) -> RtspResponse:
         """Send a request and read its answer, answering one authentication challenge on the way."""
         response = self._exchange(method, url, headers, deadline)
-        if response.status == 401 and self._credentials is not None and not self._credentials.ready:
+        if response.status == 401 and self._credentials is not None:  # the first challenge, or a new nonce
             self._credentials.accept(response.headers.get("www-authenticate", []))
             response = self._exchange(method, url, headers, deadline)
         if response.status == 401:
@@ -347,8 +347,11 @@ class RtspSession:
         while end - position >= 4 and buffer[position] != 0x24:
             if buffer.startswith(b"RTSP/", position):
                 self._start = position
-                if self._parse_response() is None:
+                reply = self._parse_response()
+                if reply is None:
                     break
+                if reply.status == 401 and self._credentials is not None:  # the nonce went stale: the next
+                    self._credentials.accept(reply.headers.get("www-authenticate", []))  # keepalive answers anew
                 position = self._start
             else:
                 position += 1

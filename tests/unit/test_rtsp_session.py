@@ -5,6 +5,7 @@ GStreamer server cannot be made to misbehave); ``tests/integration/test_rtsp_cli
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -113,3 +114,60 @@ def test_unsupported_authentication_and_redirects_go_to_ffmpeg(scripted: Callabl
 
     error = _open(scripted(redirect))
     assert isinstance(error, RtspUnsupported) and "rtsp://10.0.0.2/live" in str(error)
+
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n"
+    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:track1\r\n"
+)
+
+
+def _digest_fields(request: str) -> dict[str, str]:
+    header = next(line for line in request.split("\r\n") if line.startswith("Authorization: Digest "))
+    fields = {}
+    for item in header.removeprefix("Authorization: Digest ").split(", "):
+        key, _, value = item.partition("=")
+        fields[key] = value.strip('"')
+    return fields
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def test_digest_answers_are_rfc_2617s_and_a_stale_nonce_is_answered_anew(scripted: Callable[..., str]) -> None:
+    requests: list[str] = []
+
+    def camera(connection: socket.socket) -> None:
+        def answer(request: str, status: str, extra: str = "", body: str = "") -> None:
+            requests.append(request)
+            cseq = next(line for line in request.split("\r\n") if line.startswith("CSeq:"))
+            connection.sendall(
+                f"RTSP/1.0 {status}\r\n{cseq}\r\n{extra}Content-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+
+        challenge = 'WWW-Authenticate: Digest realm="cam", nonce="{}"{}\r\n'
+        answer(_request(connection), "401 Unauthorized", challenge.format("first", ', qop="auth"'))
+        answer(_request(connection), "200 OK", "Public: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER\r\n")
+        answer(_request(connection), "401 Unauthorized", challenge.format("second", ", stale=true"))
+        answer(_request(connection), "200 OK", "Content-Type: application/sdp\r\n", SDP)
+        answer(
+            _request(connection), "200 OK", "Session: 12345678;timeout=60\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n"
+        )
+        answer(_request(connection), "200 OK")
+        _request(connection)  # TEARDOWN
+
+    url = scripted(camera)
+    session = RtspSession(url, open_timeout_s=2.0, read_timeout_s=2.0)
+    try:
+        track = session.open()
+    finally:
+        session.close()
+    assert track.codec == "h264" and track.control_url.endswith("/stream/track1")
+    options, describe = _digest_fields(requests[1]), _digest_fields(requests[3])
+    ha1 = _md5("viewer:cam:hunter2")
+    uri = url.replace("viewer:hunter2@", "")
+    expected = _md5(f"{ha1}:first:{options['nc']}:{options['cnonce']}:auth:{_md5(f'OPTIONS:{uri}')}")
+    assert (options["nonce"], options["uri"], options["response"]) == ("first", uri, expected)
+    assert (describe["nonce"], describe["response"]) == ("second", _md5(f"{ha1}:second:{_md5(f'DESCRIBE:{uri}')}"))
+    assert all("hunter2" not in request for request in requests)
