@@ -47,10 +47,16 @@ class RtspPacketCapture:
     def parameters(self) -> ParameterSets:
         return self._parameters
 
-    @property
-    def packets_lost(self) -> int:
-        """RTP packets missing from the sequence (their frames are recorded without the broken NAL unit)."""
-        return self._depacketizer.lost
+    def damage(self) -> dict[str, int]:
+        """What the camera's stream lost or this reader skipped since it opened (non-zero counts only), for
+        the owner's log: packets missing from the sequence (their frames are recorded without the broken NAL
+        unit), packets of payload modes not supported, bytes that were not RTSP."""
+        counts = {
+            "rtp_packets_lost": self._depacketizer.lost,
+            "rtp_packets_unsupported": self._depacketizer.unsupported,
+            "stray_bytes": self._session.skipped_bytes,
+        }
+        return {name: count for name, count in counts.items() if count}
 
     def read(self) -> AccessUnit | None:
         """The next access unit; None when the camera stopped, failed or stalled past the read timeout."""

@@ -233,7 +233,11 @@ class RtspSourceNode:
                     if config.is_file:
                         self._log.info("source_finished", file=config.file_path)
                         return True
-                    reason = {"error": capture.lost_reason} if isinstance(capture, RtspPacketCapture) else {}
+                    reason = (
+                        {"error": capture.lost_reason, **capture.damage()}
+                        if isinstance(capture, RtspPacketCapture)
+                        else {}
+                    )
                     self._log.warning(
                         "source_lost", url=redact_url(self._config.url), hint="camera stopped sending", **reason
                     )
