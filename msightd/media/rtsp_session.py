@@ -35,7 +35,8 @@ USER_AGENT = "msightd"
 _DEFAULT_PORT = 554
 _DEFAULT_SESSION_TIMEOUT_S = 60  # RFC 2326 12.37
 _RTCP_INTERVAL_S = 5.0
-_BUFFER_BYTES = 1 << 20  # room for many interleaved frames (each at most 64 KiB)
+_BUFFER_BYTES = 1 << 20  # room for many interleaved frames
+_FRAME_ROOM = 70_000  # free space kept: more than the largest interleaved frame (4 + 65,535 bytes)
 _AUTH_PARAMETER = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
 _RESPONSE_END = b"\r\n\r\n"
 
@@ -268,7 +269,10 @@ class RtspSession:
         try:
             self._socket.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         except OSError as exc:
-            raise RtspError(f"lost the connection to {self._shown_url}: {exc.strerror or exc}") from None
+            raise self._connection_lost(exc) from None
+
+    def _connection_lost(self, exc: OSError) -> RtspError:
+        return RtspError(f"lost the connection to {self._shown_url}: {exc.strerror or exc}")
 
     def _read_response(self, timeout_s: float) -> RtspResponse | None:
         """The next RTSP reply in the buffer (interleaved frames before it are dropped: none are expected
@@ -308,11 +312,11 @@ class RtspSession:
         assert self._socket is not None
         if self._start == self._end:
             self._start = self._end = 0
-        elif len(self._buffer) - self._end < 70_000:  # room for a whole interleaved frame
+        elif len(self._buffer) - self._end < _FRAME_ROOM:
             unread = self._end - self._start
             self._buffer[:unread] = self._buffer[self._start : self._end]
             self._start, self._end = 0, unread
-            if len(self._buffer) - unread < 70_000:
+            if len(self._buffer) - unread < _FRAME_ROOM:
                 raise RtspError(f"{self._shown_url} sent a reply of over {unread // 1000} KB: not a camera's")
         if timeout_s is not None:
             self._socket.settimeout(timeout_s)
@@ -321,7 +325,7 @@ class RtspSession:
         except (TimeoutError, BlockingIOError):
             return False
         except OSError as exc:
-            raise RtspError(f"lost the connection to {self._shown_url}: {exc.strerror or exc}") from None
+            raise self._connection_lost(exc) from None
         if received == 0:
             raise RtspError(f"{self._shown_url} closed the connection")
         self._end += received
@@ -383,7 +387,7 @@ class RtspSession:
         try:
             self._socket.sendall(frame)
         except OSError as exc:
-            raise RtspError(f"lost the connection to {self._shown_url}: {exc.strerror or exc}") from None
+            raise self._connection_lost(exc) from None
 
     def close(self) -> None:
         """Say TEARDOWN (best effort, not waited for) and close the connection."""
