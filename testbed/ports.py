@@ -6,10 +6,14 @@ connection on the machine (the server's own components talking to each other, as
 take it, and the server dies with "address already in use" (seen in CI). Ports below the ephemeral range
 are never used for outgoing connections, so a port picked there and found free stays free unless another
 listener takes it.
+
+Test workers running side by side (pytest-xdist) each pick from their own slice of that range, so two
+workers never pick the same port in the moment between one's check and its server's bind.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -26,6 +30,16 @@ def _ephemeral_start() -> int:
         return 32768
 
 
+def _worker_slice(low: int, high: int) -> tuple[int, int]:
+    """This process's share of ``[low, high)``: all of it, or one xdist worker's ``gwN`` of the workers' count."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1):
+        return low, high
+    width = (high - low) // int(count)
+    start = low + (int(worker[2:]) % int(count)) * width
+    return start, start + width
+
+
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -40,10 +54,11 @@ def free_ports(count: int) -> list[int]:
     top = _ephemeral_start()
     if top - _LOWEST < 1000:  # an unusual range leaves no room below it: let the OS pick
         return [_os_port() for _ in range(count)]
+    low, high = _worker_slice(_LOWEST, top)
     picker = random.SystemRandom()
     chosen: list[int] = []
     while len(chosen) < count:
-        port = picker.randrange(_LOWEST, top)
+        port = picker.randrange(low, high)
         if port not in chosen and _bindable(port):
             chosen.append(port)
     return chosen

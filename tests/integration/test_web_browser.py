@@ -80,10 +80,19 @@ def check_status_page(driver: Any, base: str, daemon: Daemon) -> None:
 
 def check_sensor_page(driver: Any, save_dir: Path) -> None:
     driver.find_element("css selector", "a.sensor-link").click()
-    on_disk = {path.stem for path in save_dir.glob("*.mp4")}
-    listed = set(js(driver, "return [...document.querySelectorAll('tr.segment')].map(r => r.dataset.stem)"))
-    assert listed and listed <= {path.stem for path in save_dir.glob("*.mp4")}
-    assert on_disk <= listed  # every segment on disk when the page was asked for is listed
+
+    def listing_brackets_disk() -> bool:
+        """The dumper writes a segment every 2 s, so one may land between the page's render and a look at the
+        disk: the listing must hold every segment on disk before the load and none that was not on disk
+        after it. A reload answers a segment that landed during the load (or was between rename and catalog
+        row); a page that never lists what is on disk still fails here."""
+        before = {path.stem for path in save_dir.glob("*.mp4")}
+        driver.refresh()
+        listed = set(js(driver, "return [...document.querySelectorAll('tr.segment')].map(r => r.dataset.stem)"))
+        after = {path.stem for path in save_dir.glob("*.mp4")}
+        return bool(listed) and before <= listed <= after
+
+    wait_for(listing_brackets_disk, 20, "the sensor page to list exactly the segments on disk", interval_s=0.2)
     wait_for(lambda: js(driver, "return document.getElementById('player').readyState") >= 2, 20, "the video to load")
     first = js(driver, "return document.getElementById('player').currentTime")
     time.sleep(1.0)
