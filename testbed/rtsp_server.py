@@ -135,6 +135,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--password", default="")
     p.add_argument("--auth", choices=("basic", "digest"), default="digest", help="how --user authenticates")
     p.add_argument("--transport", choices=("any", "tcp", "udp"), default="any", help="RTP lower transports offered")
+    p.add_argument(
+        "--session-timeout",
+        type=int,
+        help="expire a session after this many seconds without a request from its client and close its "
+        "connection, as cameras do (default: GStreamer's 60 s, never enforced on a TCP connection)",
+    )
     args = p.parse_args(argv)
     if not args.mount.startswith("/"):
         p.error("--mount must start with '/'")
@@ -342,6 +348,39 @@ def _require_credentials(GstRtspServer: Any, server: Any, factory: Any, args: ar
     factory.set_permissions(permissions)
 
 
+def _enforce_session_timeout(GLib: Any, server: Any, timeout_s: int) -> None:
+    """Sessions time out after ``timeout_s`` s without an RTSP request from their client, and their TCP
+    connection closes then, as on cameras that enforce the timeout. GStreamer's own server never lets a
+    playing session expire: every RTCP round of its own sender counts as the client being alive."""
+
+    def on_new_session(_client: Any, session: Any) -> None:
+        session.set_timeout(timeout_s)
+        session.set_property("extra-timeout", 0)  # GStreamer's default grace of 5 s on top
+
+    def on_play_request(_client: Any, context: Any) -> None:
+        media = context.sessmedia
+        for index in range(media.get_media().n_streams()):
+            transport = media.get_transport(index)
+            if transport is not None:
+                transport.set_keepalive(_no_keepalive)
+
+    def on_client_connected(_server: Any, client: Any) -> None:
+        client.set_property("post-session-timeout", 0)
+        client.connect("new-session", on_new_session)
+        client.connect("play-request", on_play_request)
+
+    def cleanup() -> bool:
+        server.get_session_pool().cleanup()
+        return GLib.SOURCE_CONTINUE
+
+    server.connect("client-connected", on_client_connected)
+    GLib.timeout_add(250, cleanup)
+
+
+def _no_keepalive(*_: Any) -> None:
+    """Media activity is no keepalive on this server (see :func:`_enforce_session_timeout`)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     GLib, Gst, GstRtspServer = _load_gstreamer()
@@ -376,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         factory.set_protocols(lower)
     if args.user:
         _require_credentials(GstRtspServer, server, factory, args)
+    if args.session_timeout is not None:
+        _enforce_session_timeout(GLib, server, args.session_timeout)
     server.get_mount_points().add_factory(args.mount, factory)
 
     loop = GLib.MainLoop()

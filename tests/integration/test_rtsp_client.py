@@ -13,7 +13,7 @@ import pytest
 from msightd.media.capture import CaptureSettings
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.rtsp_capture import RtspPacketCapture
-from msightd.media.rtsp_session import RtspError, RtspUnsupported
+from msightd.media.rtsp_session import RtspError, RtspSession, RtspUnsupported
 from testbed.rtsp import RtspServer
 from testbed.waiting import wait_for
 from tests.support.clips import file_pictures, passthrough_clips, pictures, serve_files
@@ -115,3 +115,33 @@ def test_the_camera_node_hands_a_camera_its_client_cannot_read_to_ffmpeg(
     said = [line for line in node.text().splitlines() if '"rtsp_reader_fallback"' in line]
     assert len(said) == 1, "said once, not on every reconnect"
     assert "set rtsp_transport = 'udp'" in said[0]
+
+
+SESSION_TIMEOUT_S = 2
+
+
+@pytest.mark.parametrize("reader", ["msightd", "ffmpeg", "msightd-silent-control"])
+def test_a_camera_that_enforces_its_session_timeout_keeps_streaming_to_the_client(
+    reader: str, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The camera ends a session after ``SESSION_TIMEOUT_S`` s without an RTSP request and closes its
+    connection (as Axis and Hikvision cameras do; the test server's ``--session-timeout``). Both readers read
+    four timeouts' worth of frames without a break. The control, msightd's client with its keepalives
+    switched off, is cut off: the camera does enforce the timeout, so the first two cases could fail."""
+    silent = reader.endswith("control")
+    if silent:
+        monkeypatch.setattr(RtspSession, "_keep_alive", lambda _session: None)
+    frames = 4 * SESSION_TIMEOUT_S * 10  # 10 fps
+    with _camera(clips["h264"], "--session-timeout", str(SESSION_TIMEOUT_S)) as camera:
+        settings = _settings(camera.url)
+        capture = PacketCapture(settings) if reader == "ffmpeg" else RtspPacketCapture(settings)
+        try:
+            units = [capture.read() for _ in range(frames)]
+        finally:
+            capture.close()
+    lost_reason = getattr(capture, "lost_reason", "")
+    if not silent:
+        assert all(unit is not None for unit in units), f"cut off after {units.index(None)} frames {lost_reason}"
+    else:
+        assert None in units and "closed the connection" in lost_reason, lost_reason
+        assert units.index(None) < frames - SESSION_TIMEOUT_S * 10, "cut off only near the end"
