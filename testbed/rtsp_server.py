@@ -130,6 +130,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (testsrc only)")
+    p.add_argument(
+        "--intra-refresh",
+        action="store_true",
+        help="testsrc only: refresh the picture column by column (x264's intra refresh) instead of sending IDR "
+        "keyframes; only a client that comes first sees the one IDR at the start",
+    )
     p.add_argument("--check", action="store_true", help="only check that GStreamer is usable, exit 0/2")
     p.add_argument("--user", help="require this user (with --password) to play the stream")
     p.add_argument("--password", default="")
@@ -158,6 +164,7 @@ def _testsrc_launch(args: argparse.Namespace) -> str:
         '! timeoverlay halignment=left valignment=top font-desc="Sans 24" '
         "! videoconvert ! video/x-raw,format=I420 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} sliced-threads=false threads=1 "
+        f"intra-refresh={str(args.intra_refresh).lower()} "
         "! video/x-h264,profile=constrained-baseline "
         "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )

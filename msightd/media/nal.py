@@ -18,6 +18,9 @@ CODECS = (H264, HEVC)
 START_CODE = b"\x00\x00\x00\x01"
 
 _H264_SPS, _H264_PPS = 7, 8
+H264_IDR = 5
+#: BLA, IDR, CRA (and their reserved neighbours): H.265 pictures a decoder can start at.
+HEVC_IRAP = range(16, 22)
 _HEVC_VPS, _HEVC_SPS, _HEVC_PPS = 32, 33, 34
 #: H.264 profiles whose SPS carries chroma format, bit depths and scaling lists (spec 7.3.2.1.1).
 _H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
@@ -59,29 +62,50 @@ def is_slice(codec: str, kind: int) -> bool:
     return kind < 32 if codec == HEVC else 1 <= kind <= 5
 
 
-def parameter_sets(codec: str, access_unit: bytes) -> list[bytes]:
-    """The VPS/SPS/PPS NAL units in front of an access unit's first slice (where encoders put them).
+def _leading_nal_units(codec: str, access_unit: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(type, begin, end)`` of each NAL unit of an access unit up to its first slice, which ends the walk
+    (its ``end`` is not looked for: -1).
 
-    Reads each NAL unit's type before looking for its end, and stops at the first slice: an ordinary frame
-    costs a NAL header or two, not a search through its 50 KB of slice data (which cost ~30 us a frame).
+    Reads each NAL unit's type before looking for its end: an ordinary frame costs a NAL header or two, not
+    a search through its 50 KB of slice data (which cost ~30 us a frame).
     """
-    found = []
     start = access_unit.find(b"\x00\x00\x01")
     while start != -1:
         begin = start + 3
-        following = -1
         if begin < len(access_unit) and not access_unit.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"), begin):
             kind = nal_type(codec, access_unit[begin : begin + 1])
             if is_slice(codec, kind):
-                break
+                yield kind, begin, -1
+                return
             following = access_unit.find(b"\x00\x00\x01", begin)
-            end = len(access_unit) if following == -1 else following - (access_unit[following - 1] == 0)
-            if is_parameter_set(codec, kind) and end > begin:
-                found.append(access_unit[begin:end])
+            yield kind, begin, len(access_unit) if following == -1 else following - (access_unit[following - 1] == 0)
         else:  # an empty NAL unit: the next start code follows at once
             following = access_unit.find(b"\x00\x00\x01", begin)
         start = following
-    return found
+
+
+def parameter_sets(codec: str, access_unit: bytes) -> list[bytes]:
+    """The VPS/SPS/PPS NAL units in front of an access unit's first slice (where encoders put them)."""
+    return [
+        access_unit[begin:end]
+        for kind, begin, end in _leading_nal_units(codec, access_unit)
+        if end > begin and is_parameter_set(codec, kind)
+    ]
+
+
+def is_random_access(codec: str, kind: int) -> bool:
+    """Whether a slice of this type starts a picture a decoder can begin with (an IDR; an IRAP in H.265)."""
+    return kind in HEVC_IRAP if codec == HEVC else kind == H264_IDR
+
+
+def starts_random_access(codec: str, access_unit: bytes) -> bool:
+    """Whether the access unit's first slice is a true keyframe (:func:`is_random_access`). FFmpeg's parser
+    also flags H.264 pictures that carry a recovery point (intra refresh) as keyframes; a segment cannot
+    start on those (see :mod:`msightd.nodes.keyframe_wait`)."""
+    for kind, _begin, end in _leading_nal_units(codec, access_unit):
+        if end == -1:
+            return is_random_access(codec, kind)
+    return False
 
 
 def join_annexb(nals: list[bytes]) -> bytes:

@@ -172,13 +172,15 @@ class PacketCapture:
         self.last_packet = packet
         data = bytes(packet)
         self._parameters.take_in_band(data)
+        # FFmpeg's flag, less the H.264 recovery points it also flags (only true keyframes start segments)
+        keyframe = bool(packet.is_keyframe) and nal.starts_random_access(self.codec, data)
         pts, dts, duration = packet.pts, packet.dts, int(packet.duration or 0)
         if pts is not None:
             self._loop_end = max(self._loop_end, pts + (duration or self._nominal_duration))
         parameters = self._parameters
         return AccessUnit(
             data=data,
-            keyframe=bool(packet.is_keyframe),
+            keyframe=keyframe,
             pts=None if pts is None else pts + self._pts_offset,
             dts=None if dts is None else dts + self._pts_offset,
             duration=duration,

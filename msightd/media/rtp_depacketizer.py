@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from msightd.media import nal
 
 _START = nal.START_CODE
-_H264_STAP_A, _H264_FU_A, _H264_IDR = 24, 28, 5
+_H264_STAP_A, _H264_FU_A, _H264_IDR = 24, 28, nal.H264_IDR
 _HEVC_AP, _HEVC_FU = 48, 49
 _RTP_HEADER = struct.Struct(">BBHI")  # flags, marker + payload type, sequence number, timestamp
-_HEVC_IRAP = range(16, 22)  # BLA, IDR, CRA (and their reserved neighbours): a decoder can start there
+_HEVC_IRAP = nal.HEVC_IRAP
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from msightd.media.rtsp_session import RtspUnsupported
 from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef, PacketMessage, SegmentStoredMessage
 from msightd.nodes.camera_recorder import CameraRecorder
+from msightd.nodes.keyframe_wait import KeyframeWait
 from msightd.nodes.options import RtspSourceOptions
 from msightd.nodes.runtime import LogThrottle, NodeRuntime, PeriodicSummary
 from msightd.protocol import EXIT_CONFIG, EXIT_OK, thumbnail_demand_path, thumbnail_path
@@ -78,6 +79,7 @@ class RtspSourceNode:
         self._packets_published = 0  # to packet_topic
         self._unreadable_seen = 0
         self._parameters_log = LogThrottle()
+        self._keyframe_wait = KeyframeWait(self._log)
         self._backlog_dropped = 0
         self._publish_backoff = Backoff(0.1, 2.0)
         self._publish_retry_at = 0.0
@@ -148,6 +150,7 @@ class RtspSourceNode:
                         TeeCapture(settings) if self._config.packet_topic else self._open_packets(settings)
                     )
                     self._packet_sequence = 0
+                    self._keyframe_wait.restart()
                 else:
                     capture = open_capture(self._config.decoder, settings)
             except OSError as exc:
@@ -285,9 +288,12 @@ class RtspSourceNode:
         metrics = self._metrics
         if count:
             metrics.frames_read.labels(metrics.node, self._sensor).inc()
-        if self._packet_sequence == 0 and not unit.keyframe:
-            metrics.frames_dropped.labels(metrics.node, self._sensor, "before_keyframe").inc()
-            return
+        if self._packet_sequence == 0:
+            if not unit.keyframe:
+                metrics.frames_dropped.labels(metrics.node, self._sensor, "before_keyframe").inc()
+                self._keyframe_wait.skipped()
+                return
+            self._keyframe_wait.arrived()
         if count:
             self._note_gap(captured_at)
         message = unit.to_message(

@@ -14,9 +14,10 @@ from msightd.media.capture import CaptureSettings
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.rtsp_capture import RtspPacketCapture
 from msightd.media.rtsp_session import RtspError, RtspSession, RtspUnsupported
+from msightd.nodes.keyframe_wait import NO_KEYFRAME_WARNING_S
 from testbed.rtsp import RtspServer
 from testbed.waiting import wait_for
-from tests.support.clips import file_pictures, passthrough_clips, pictures, serve_files
+from tests.support.clips import file_pictures, passthrough_clips, pictures, serve_files, write_clip
 from tests.support.processes import Proc, command
 from tests.support.redis import RedisEndpoint
 
@@ -145,3 +146,32 @@ def test_a_camera_that_enforces_its_session_timeout_keeps_streaming_to_the_clien
     else:
         assert None in units and "closed the connection" in lost_reason, lost_reason
         assert units.index(None) < frames - SESSION_TIMEOUT_S * 10, "cut off only near the end"
+
+
+def test_a_camera_without_keyframes_for_long_is_named_and_recorded_from_its_next_one(
+    redis_server: RedisEndpoint, processes: list[Proc], tmp_path: Path
+) -> None:
+    """A camera with a 20-s GOP (a "smart" codec; intra refresh looks the same): the node, joining after the
+    first keyframe, records nothing until the next one. It says so once ``no_keyframe`` (with the setting to
+    change) after NO_KEYFRAME_WARNING_S, and ``keyframe_arrived`` when recording starts."""
+    clip = write_clip(tmp_path / "long_gop.mp4", "h264", frames=200, gop=200, width=160, height=120)
+    with serve_files([clip]) as camera:
+        camera.wait_until_readable(timeout_s=30)  # the first client takes the first keyframe
+        node = Proc(
+            [
+                command("msight_launch_rtsp"), "-n", "cam", "-u", camera.url, "-pt", "packets",
+                "--sensor-name", "cam", "--frame-encoding", "packets", "--record-dir", str(tmp_path / "videos"),
+                "--buffer-size", "10", "--log-format", "json",
+            ],
+            tmp_path / "node.log",
+            env={"MSIGHT_REDIS_URL": redis_server.url},
+            cwd=tmp_path,
+        )  # fmt: skip
+        processes.append(node)
+        wait_for(lambda: node.has_event("keyframe_arrived"), 60, "the clip's next keyframe (it loops every 20 s)")
+        node.terminate()
+    warned = node.has_event("no_keyframe")
+    assert len(warned) == 1, "said once per wait"
+    assert warned[0]["waited_s"] >= NO_KEYFRAME_WARNING_S and "I-frame interval" in warned[0]["hint"]
+    arrived = node.has_event("keyframe_arrived")[0]
+    assert arrived["frames_skipped"] > warned[0]["frames_skipped"] > 0

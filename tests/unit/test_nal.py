@@ -82,3 +82,39 @@ def test_parameter_sets_are_what_splitting_the_whole_access_unit_finds() -> None
                 if nal.is_parameter_set(codec, kind):
                     expected.append(unit)
             assert nal.parameter_sets(codec, stream) == expected, (codec, stream)
+
+
+def encode_intra_refresh(frames: int, keyint: int) -> bytes:
+    """x264 with intra refresh: one IDR at the start, then recovery-point SEIs every ``keyint`` frames."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="h264") as container:
+        stream: Any = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"x264-params": f"intra-refresh=1:keyint={keyint}", "preset": "veryfast"}
+        for index in range(frames):
+            noise = np.random.default_rng(index).integers(0, 255, (120, 160, 3), np.uint8)
+            frame = av.VideoFrame.from_ndarray(noise, format="bgr24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def test_only_idr_pictures_start_random_access_not_ffmpegs_intra_refresh_recovery_points() -> None:
+    """FFmpeg's parser flags H.264 pictures with a recovery point as keyframes; a segment cannot start there
+    (FFmpeg's decoder shows almost nothing of it), so only the IDR counts."""
+    stream = encode_intra_refresh(frames=45, keyint=15)
+    with av.open(io.BytesIO(stream), format="h264") as container:
+        packets = [(bytes(packet), packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
+    flagged = [index for index, (_data, keyframe) in enumerate(packets) if keyframe]
+    assert len(flagged) >= 3, f"FFmpeg should flag the recovery points too, flagged {flagged}"
+    assert [index for index, (data, _) in enumerate(packets) if nal.starts_random_access("h264", data)] == [0]
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_an_encoders_first_picture_starts_random_access_and_a_bare_non_idr_slice_does_not(codec: str) -> None:
+    first = encode_one_frame(codec, 64, 64)
+    assert nal.starts_random_access(codec, first)  # parameter sets and SEIs before the IDR/IRAP slice
+    trailing = (b"\x02\x01" if codec == "hevc" else b"\x41") + b"\x9a\x00"  # TRAIL_R / non-IDR slice
+    assert not nal.starts_random_access(codec, nal.START_CODE + trailing)
+    assert not nal.starts_random_access(codec, b"")
