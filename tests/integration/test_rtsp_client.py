@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from msightd.media.capture import CaptureSettings
+from msightd.media.capture import CaptureSettings, open_capture
 from msightd.media.packets import AccessUnit, PacketCapture
 from msightd.media.rtsp_capture import RtspPacketCapture
 from msightd.media.rtsp_session import RtspError, RtspSession, RtspUnsupported
@@ -121,31 +122,38 @@ def test_the_camera_node_hands_a_camera_its_client_cannot_read_to_ffmpeg(
 SESSION_TIMEOUT_S = 2
 
 
-@pytest.mark.parametrize("reader", ["msightd", "ffmpeg", "msightd-silent-control"])
+def _reader(name: str, settings: CaptureSettings) -> Any:
+    """What reads the camera: msightd's client, FFmpeg's demuxer, or a decoder (the jpeg/raw/shm paths)."""
+    if name.startswith("msightd"):
+        return RtspPacketCapture(settings)
+    return PacketCapture(settings) if name == "ffmpeg" else open_capture(name, settings)
+
+
+@pytest.mark.parametrize("reader", ["msightd", "ffmpeg", "opencv", "pyav", "msightd-silent-control"])
 def test_a_camera_that_enforces_its_session_timeout_keeps_streaming_to_the_client(
     reader: str, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The camera ends a session after ``SESSION_TIMEOUT_S`` s without an RTSP request and closes its
-    connection (as Axis and Hikvision cameras do; the test server's ``--session-timeout``). Both readers read
-    four timeouts' worth of frames without a break. The control, msightd's client with its keepalives
-    switched off, is cut off: the camera does enforce the timeout, so the first two cases could fail."""
+    connection (as Axis and Hikvision cameras do; the test server's ``--session-timeout``). Every reader
+    (msightd's, FFmpeg's demuxer, both decoders) reads four timeouts' worth of frames without a break. The
+    control, msightd's client with its keepalives switched off, is cut off: the camera does enforce the
+    timeout, so the other cases could fail."""
     silent = reader.endswith("control")
     if silent:
         monkeypatch.setattr(RtspSession, "_keep_alive", lambda _session: None)
     frames = 4 * SESSION_TIMEOUT_S * 10  # 10 fps
     with _camera(clips["h264"], "--session-timeout", str(SESSION_TIMEOUT_S)) as camera:
-        settings = _settings(camera.url)
-        capture = PacketCapture(settings) if reader == "ffmpeg" else RtspPacketCapture(settings)
+        capture = _reader(reader, _settings(camera.url))
         try:
-            units = [capture.read() for _ in range(frames)]
+            read = [capture.read() for _ in range(frames)]
         finally:
             capture.close()
     lost_reason = getattr(capture, "lost_reason", "")
     if not silent:
-        assert all(unit is not None for unit in units), f"cut off after {units.index(None)} frames {lost_reason}"
+        assert all(item is not None for item in read), f"cut off after {read.index(None)} frames {lost_reason}"
     else:
-        assert None in units and "closed the connection" in lost_reason, lost_reason
-        assert units.index(None) < frames - SESSION_TIMEOUT_S * 10, "cut off only near the end"
+        assert None in read and "closed the connection" in lost_reason, lost_reason
+        assert read.index(None) < frames - SESSION_TIMEOUT_S * 10, "cut off only near the end"
 
 
 def test_a_camera_without_keyframes_for_long_is_named_and_recorded_from_its_next_one(
