@@ -22,6 +22,8 @@ from typing import Any
 
 import msgpack
 
+from msightd.media.formats import CAPTURE_CLOCKS
+
 IMAGE_DATA_TYPE = "msight_core.data.image.ImageData"
 VIDEO_DATA_TYPE = "msight_core.data.video.VideoData"
 
@@ -302,6 +304,8 @@ class PacketMessage:
     data: bytes
     sequence: int
     duration: int = 0
+    #: Whose clock ``capture_timestamp`` is (:data:`msightd.media.formats.CaptureClock`).
+    capture_clock: str = "arrival"
 
     def to_wire(self) -> bytes:
         return _pack(
@@ -322,6 +326,7 @@ class PacketMessage:
                 "width": self.width,
                 "height": self.height,
                 "sequence": self.sequence,
+                "capture_clock": self.capture_clock,
                 "data": self.data,
             }
         )
@@ -360,7 +365,18 @@ def _packet_from_fields(fields: Mapping[str, Any]) -> PacketMessage:
         data=data,
         sequence=_non_negative_int(fields, "sequence"),
         duration=_non_negative_int(fields, "duration") if fields.get("duration") is not None else 0,
+        capture_clock=_capture_clock(fields),
     )
+
+
+def _capture_clock(fields: Mapping[str, Any]) -> str:
+    """Absent in packets of msightd before 2026-12 (arrival, the only clock then)."""
+    if fields.get("capture_clock") is None:
+        return "arrival"
+    clock = _field(fields, "capture_clock", str)
+    if clock not in CAPTURE_CLOCKS:
+        raise MalformedMessage("bad_field", f"capture_clock {clock!r} is not one of {', '.join(CAPTURE_CLOCKS)}")
+    return str(clock)
 
 
 def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:

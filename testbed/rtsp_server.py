@@ -136,6 +136,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="testsrc only: refresh the picture column by column (x264's intra refresh) instead of sending IDR "
         "keyframes; only a client that comes first sees the one IDR at the start",
     )
+    p.add_argument(
+        "--unsynced-clock",
+        action="store_true",
+        help="stamp RTCP sender reports with the pipeline's running time (a clock near 1900) instead of the "
+        "wall clock, as a camera without NTP",
+    )
     p.add_argument("--check", action="store_true", help="only check that GStreamer is usable, exit 0/2")
     p.add_argument("--user", help="require this user (with --password) to play the stream")
     p.add_argument("--password", default="")
@@ -384,6 +390,23 @@ def _enforce_session_timeout(GLib: Any, server: Any, timeout_s: int) -> None:
     GLib.timeout_add(250, cleanup)
 
 
+def _unsynced_clock(Gst: Any, factory: Any) -> None:
+    """Sender reports carry the pipeline's running time as their NTP time: a camera whose clock was never
+    set (by default GStreamer, like a synchronised camera, reports its wall clock)."""
+
+    def on_prepared(media: Any) -> None:
+        pipeline = media.get_element().get_parent()
+        elements = pipeline.iterate_recurse()
+        while True:
+            result, element = elements.next()
+            if result != Gst.IteratorResult.OK:
+                return
+            if element.get_factory() is not None and element.get_factory().get_name() == "rtpbin":
+                Gst.util_set_object_arg(element, "ntp-time-source", "running-time")
+
+    factory.connect("media-configure", lambda _factory, media: media.connect("prepared", on_prepared))
+
+
 def _no_keepalive(*_: Any) -> None:
     """Media activity is no keepalive on this server (see :func:`_enforce_session_timeout`)."""
 
@@ -422,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         factory.set_protocols(lower)
     if args.user:
         _require_credentials(GstRtspServer, server, factory, args)
+    if args.unsynced_clock:
+        _unsynced_clock(Gst, factory)
     if args.session_timeout is not None:
         _enforce_session_timeout(GLib, server, args.session_timeout)
     server.get_mount_points().add_factory(args.mount, factory)

@@ -7,7 +7,7 @@ modules that implement each format import their names from here, so every name i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 #: Segment codecs: h264 (libx264, plays in browsers), hevc (libx265), mp4v (OpenCV's MPEG-4 Part 2).
 CODECS = ("h264", "hevc", "mp4v")
@@ -18,6 +18,17 @@ Decoder = Literal["opencv", "pyav"]
 #: Who reads a camera's packets (frame_encoding packets): msightd's own RTSP client (RTP over TCP, H.264/H.265)
 #: or FFmpeg's demuxer (anything FFmpeg reads).
 RtspReader = Literal["msightd", "ffmpeg"]
+#: Whose clock stamps a frame's capture time: this host's when the frame arrives, or the camera's own, read
+#: from its RTCP sender reports (msightd's RTSP reader only). Arrival adds each camera's encoding and network
+#: delay, different for every model; the camera's clock (kept by NTP) puts cameras on one timeline.
+CaptureClock = Literal["arrival", "camera"]
+CAPTURE_CLOCKS: tuple[str, ...] = get_args(CaptureClock)
+#: How long a camera's first sender report is waited for (cameras send RTCP every 5 s or so, RFC 3550 6.2);
+#: its frames are held meanwhile, so every frame of a connection has the same clock.
+SENDER_REPORT_WAIT_S = 10.0
+#: How far a camera's clock may be from this host's before it is not trusted (one unsynchronised since boot
+#: is hours or decades off; encoding and network delay are well under a second).
+CAMERA_CLOCK_SKEW_LIMIT_S = 5.0
 #: How frames travel: MSight's JPEG, raw BGR, a reference into a shared-memory ring, or the camera's own
 #: compressed packets, not decoded (passthrough recording).
 FrameEncoding = Literal["jpeg", "raw", "shm", "packets"]

@@ -39,6 +39,8 @@ class AccessUnit:
     ``pts``/``dts`` are in ``time_base`` units and may be None (RTSP gives no timestamp to the first
     packet or two); ``duration`` is 0 when unknown. ``extradata`` is the Annex B parameter sets in force
     for this frame (empty until the stream has shown any). ``width``/``height`` come from the SPS.
+    ``camera_time`` is when the camera sampled the frame by its own clock (Unix seconds), where the reader
+    knows it (``capture_clock = "camera"``); otherwise the frame is stamped when it arrives.
     """
 
     data: bytes
@@ -51,14 +53,18 @@ class AccessUnit:
     extradata: bytes
     width: int
     height: int
+    camera_time: float | None = None
 
     def to_message(
-        self, sensor_name: str, device_name: str, frame_id: int, captured_at: float, sequence: int
+        self, sensor_name: str, device_name: str, frame_id: int, arrived_at: float, sequence: int
     ) -> PacketMessage:
-        """The wire message carrying this access unit (``sequence``: packets since the camera connected)."""
+        """The wire message carrying this access unit (``sequence``: packets since the camera connected),
+        stamped with the camera's time when known, else with ``arrived_at``."""
+        camera_time = self.camera_time
         return PacketMessage(
             sensor_name=sensor_name,
-            capture_timestamp=captured_at,
+            capture_timestamp=arrived_at if camera_time is None else camera_time,
+            capture_clock="arrival" if camera_time is None else "camera",
             creation_timestamp=time.time(),
             frame_id=frame_id,
             device_name=device_name,

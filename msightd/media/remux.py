@@ -224,4 +224,5 @@ def packet_segment(
         codec=video.codec,
         width=video.width,
         height=video.height,
+        extra={"capture_clock": first.capture_clock},
     ), video

@@ -17,6 +17,10 @@ Packets lost in transit (a gap in sequence numbers: over TCP only a broken camer
 unit incomplete; the unit being fragmented is dropped rather than recorded as garbage, the rest of the
 frame is kept, and :attr:`Depacketizer.lost` counts them. The modes cameras do not use (STAP-B, MTAP, FU-B,
 H.265 PACI) are counted in :attr:`Depacketizer.unsupported` and skipped.
+
+RTCP sender reports on the stream's RTCP channel (RFC 3550 6.4.1) are read on the way: each maps an RTP
+timestamp to the camera's wall clock (NTP), which :meth:`Depacketizer.camera_time` uses to give a frame the
+time the camera sampled it rather than the time it reached us.
 """
 
 from __future__ import annotations
@@ -30,7 +34,17 @@ _START = nal.START_CODE
 _H264_STAP_A, _H264_FU_A, _H264_IDR = 24, 28, nal.H264_IDR
 _HEVC_AP, _HEVC_FU = 48, 49
 _RTP_HEADER = struct.Struct(">BBHI")  # flags, marker + payload type, sequence number, timestamp
+_RTCP_SR = 200
+_SENDER_INFO = struct.Struct(">III")  # NTP seconds, NTP fraction, RTP timestamp (after header and SSRC)
+_NTP_TO_UNIX_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
 _HEVC_IRAP = nal.HEVC_IRAP
+
+
+def _timestamp_step(earlier: int, later: int) -> int:
+    """``later - earlier`` for 32-bit RTP timestamps that wrap (every 13 h at 90 kHz); negative when
+    ``later`` is in fact older (a late packet, a report about an earlier frame)."""
+    step = (later - earlier) & 0xFFFFFFFF
+    return step - (1 << 32) if step >= 0x80000000 else step
 
 
 @dataclass(frozen=True)
@@ -50,12 +64,15 @@ class Depacketizer:
     collect in :attr:`completed`, in order, for the caller to take.
     """
 
-    def __init__(self, codec: str, channel: int, payload_type: int) -> None:
+    def __init__(self, codec: str, channel: int, payload_type: int, rtcp_channel: int = -1) -> None:
         if codec not in nal.CODECS:
             raise ValueError(f"no RTP depacketizer for {codec!r} (H.264 and H.265 only)")
         self._hevc = codec == nal.HEVC
         self._channel = channel
+        self._rtcp_channel = rtcp_channel
         self._payload_type = payload_type
+        #: The newest sender report: (camera wall clock in Unix seconds, RTP timestamp unwrapped as frames').
+        self.sender_report: tuple[float, int] | None = None
         self.completed: list[RtpAccessUnit] = []
         self._parts: list[bytes | bytearray] = []
         self._keyframe = False
@@ -80,6 +97,8 @@ class Depacketizer:
                 break
             frame, position = position, stop
             if buffer[frame + 1] != channel or stop - frame < 16:
+                if buffer[frame + 1] == self._rtcp_channel:
+                    self._rtcp(buffer, frame + 4, stop)
                 continue
             flags, marker_type, sequence, timestamp = unpack(buffer, frame + 4)
             if marker_type & 0x7F != payload_type or flags & 0xC0 != 0x80:
@@ -103,14 +122,33 @@ class Depacketizer:
                 self._close()
         return position
 
+    def camera_time(self, timestamp: int, clock_rate: int) -> float | None:
+        """When the camera sampled the frame of (unwrapped) RTP ``timestamp``, by its wall clock; None until a
+        sender report came."""
+        if self.sender_report is None:
+            return None
+        wall, reported = self.sender_report
+        return wall + (timestamp - reported) / clock_rate
+
+    def _rtcp(self, buffer: bytearray, at: int, end: int) -> None:
+        """Take the sender report of an RTCP compound packet (skipping receiver reports, SDES, BYE...). A
+        report before the first RTP packet has no frame timeline to map onto yet; the next one will."""
+        while at + 28 <= end and buffer[at] & 0xC0 == 0x80:
+            length = 4 + 4 * ((buffer[at + 2] << 8) | buffer[at + 3])
+            if buffer[at + 1] == _RTCP_SR and length >= 28 and self._last_raw >= 0:
+                seconds, fraction, raw = _SENDER_INFO.unpack_from(buffer, at + 8)
+                unwrapped = self._timestamp + _timestamp_step(self._last_raw, raw)
+                self.sender_report = (seconds - _NTP_TO_UNIX_S + fraction / 2**32, unwrapped)
+                return
+            at += length
+
     def _discontinuity(self, raw: int, sequence: int) -> None:
         """A new timestamp (the next frame: close one whose marker was lost) or a gap in the sequence."""
         if raw != self._last_raw:
             if self._parts:
                 self._close()
             if self._last_raw >= 0:  # 32-bit timestamps wrap (every 13 h at 90 kHz); a late packet steps back
-                step = (raw - self._last_raw) & 0xFFFFFFFF
-                self._timestamp += step - (1 << 32) if step >= 0x80000000 else step
+                self._timestamp += _timestamp_step(self._last_raw, raw)
             self._last_raw = raw
         if self._expected_sequence >= 0 and sequence != self._expected_sequence:
             self.lost += (sequence - self._expected_sequence) & 0xFFFF

@@ -336,7 +336,7 @@ class RtspSession:
     def depacketizer(self) -> Depacketizer:
         """A depacketizer for the track being played (after :meth:`open`)."""
         assert self.track is not None
-        return Depacketizer(self.track.codec, self._rtp_channel, self.track.payload_type)
+        return Depacketizer(self.track.codec, self._rtp_channel, self.track.payload_type, self._rtcp_channel)
 
     def receive(self, depacketizer: Depacketizer) -> None:
         """Receive once and hand every complete interleaved frame to ``depacketizer``; RTSP replies (to

@@ -19,7 +19,9 @@ from msightd.media.formats import (
     DEFAULT_SHM_DIR,
     PACKET_SEGMENT_RULE,
     RING_MAX_SLOTS,
+    SENDER_REPORT_WAIT_S,
     X264_PRESETS,
+    CaptureClock,
     Codec,
     Decoder,
     FrameEncoding,
@@ -98,6 +100,12 @@ class RtspSourceOptions(NodeOptions):
         "H.264/H.265, a fraction of FFmpeg's CPU) or ffmpeg; a camera msightd's client cannot read (UDP only, "
         "redirects, rtsps, other codecs) goes to ffmpeg by itself, as does rtsp_transport udp",
     )
+    capture_clock: CaptureClock = option(
+        "arrival",
+        "whose clock stamps capture times: arrival (this host's, when a frame arrives) or camera (the camera's "
+        "own, from its RTCP sender reports: cameras with different delays on one timeline; needs frame_encoding "
+        "packets read by msightd's RTSP client, and the camera's clock set by NTP)",
+    )
     resize_ratio: float = option(1.0, "scale frames by this factor", flags=("-r", "--resize-ratio"))
     jpeg_quality: int = option(90, "JPEG quality 1-100")
     frame_encoding: FrameEncoding = option(
@@ -174,7 +182,16 @@ class RtspSourceOptions(NodeOptions):
             raise ConfigError(
                 f"resize_ratio must be 1.0 with frame_encoding 'packets' (nothing is decoded), got {self.resize_ratio}"
             )
+        if self.capture_clock == "camera" and not self.reads_rtsp_itself:
+            raise ConfigError(
+                "capture_clock 'camera' reads the camera's RTCP sender reports, which only msightd's RTSP client "
+                "does: it needs an rtsp:// camera with frame_encoding 'packets', rtsp_transport 'tcp' and "
+                f"rtsp_reader 'msightd' (got frame_encoding {self.frame_encoding!r}, rtsp_transport "
+                f"{self.rtsp_transport!r}, rtsp_reader {self.rtsp_reader!r})"
+            )
         blocking_s = max(self.open_timeout_s, self.read_timeout_s)
+        if self.capture_clock == "camera":
+            blocking_s = max(blocking_s, SENDER_REPORT_WAIT_S + self.read_timeout_s)
         if self.liveness_timeout_s and self.liveness_timeout_s <= blocking_s + 1:
             raise ConfigError(
                 f"liveness_timeout_s ({self.liveness_timeout_s:g}) must exceed open_timeout_s and read_timeout_s "

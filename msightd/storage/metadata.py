@@ -33,6 +33,8 @@ def segment_metadata(segment: SegmentMessage, video_file: str, sha256: str) -> d
             {"frame_id": frame_id, "capture_timestamp": stamp, "capture_time": iso_utc(stamp)}
             for frame_id, stamp in zip(segment.frame_ids, segment.capture_timestamps, strict=True)
         ],
+        # whose clock the capture times are: "arrival" (this host's) or "camera" (RTCP sender reports)
+        "capture_clock": str(segment.extra.get("capture_clock", "arrival")),
         "segment_creation_timestamp": segment.creation_timestamp,
         "written_at": datetime.now(UTC).isoformat(timespec="microseconds"),
         "time_zone": "UTC",

@@ -4,6 +4,8 @@ it cannot read a camera; the camera node then hands that camera to FFmpeg."""
 
 from __future__ import annotations
 
+import json
+import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -183,3 +185,42 @@ def test_a_camera_without_keyframes_for_long_is_named_and_recorded_from_its_next
     assert warned[0]["waited_s"] >= NO_KEYFRAME_WARNING_S and "I-frame interval" in warned[0]["hint"]
     arrived = node.has_event("keyframe_arrived")[0]
     assert arrived["frames_skipped"] > warned[0]["frames_skipped"] > 0
+
+
+@pytest.mark.parametrize("synced", [True, False], ids=["camera-on-ntp", "camera-without-ntp"])
+def test_capture_clock_camera_stamps_frames_when_sampled_or_says_why_not(
+    synced: bool, redis_server: RedisEndpoint, processes: list[Proc], tmp_path: Path
+) -> None:
+    """``--capture-clock camera``: the first frames wait for the camera's first RTCP sender report, then every
+    frame carries the camera's time, one frame interval apart, as sampled (held frames stamped on arrival
+    would share one time). A camera whose clock is not set gets arrival times, and the node says why."""
+    videos = tmp_path / "videos"
+    with RtspServer(width=320, height=240, fps=10, extra_args=[] if synced else ["--unsynced-clock"]) as camera:
+        camera.wait_until_readable(timeout_s=30)
+        started = time.time()
+        node = Proc(
+            [
+                command("msight_launch_rtsp"), "-n", "cam", "-u", camera.url, "-pt", "packets",
+                "--sensor-name", "cam", "--frame-encoding", "packets", "--capture-clock", "camera",
+                "--record-dir", str(videos), "--buffer-size", "10", "--log-format", "json",
+            ],
+            tmp_path / "node.log",
+            env={"MSIGHT_REDIS_URL": redis_server.url},
+            cwd=tmp_path,
+        )  # fmt: skip
+        processes.append(node)
+        wait_for(lambda: len(list(videos.glob("*.json"))) >= 3, 60, "three segments")
+        node.terminate()
+    segments = [json.loads(path.read_text()) for path in sorted(videos.glob("*.json"))]
+    stamps = [frame["capture_timestamp"] for segment in segments for frame in segment["frames"]]
+    assert started < stamps[0] and stamps[-1] < time.time()
+    said = node.has_event("capture_clock")
+    assert len(said) == 1, "said once for the connection"
+    if synced:
+        assert {segment["capture_clock"] for segment in segments} == {"camera"}
+        assert said[0]["clock"] == "camera" and 0 <= said[0]["offset_s"] < 1
+        steps = [later - earlier for earlier, later in pairwise(stamps)]
+        assert steps == pytest.approx([0.1] * len(steps), abs=0.002), "sampled 1/10 s apart by the camera's clock"
+    else:
+        assert {segment["capture_clock"] for segment in segments} == {"arrival"}
+        assert said[0]["clock"] == "arrival" and "set NTP on the camera" in said[0]["problem"]

@@ -221,3 +221,17 @@ def test_a_recording_camera_needs_packets_and_a_dumper_of_its_directory(tmp_path
     assert any("record_dir records the camera's own packets" in p for p in jpeg)
     overlap = problems(tmp_path, RECORDING_CAMERA.replace("buffer_size = 50", "buffer_size = 50\noverlap_size = 50"))
     assert any("overlap_size must be >= 0 and smaller than buffer_size (50)" in p for p in overlap)
+
+
+def test_the_cameras_clock_needs_msightds_reader_and_room_in_the_liveness_timeout(tmp_path: Path) -> None:
+    camera_clock = RECORDING_CAMERA.replace("buffer_size = 50", 'buffer_size = 50\ncapture_clock = "camera"')
+    config = load(tmp_path, camera_clock)
+    assert config.nodes[0].options.capture_clock == "camera"  # type: ignore[attr-defined]
+    decoding = camera_clock.replace('frame_encoding = "packets"\nrecord_dir = "/srv/videos"', 'frame_encoding = "jpeg"')
+    for variant in (decoding, camera_clock + 'rtsp_reader = "ffmpeg"\n', camera_clock + 'rtsp_transport = "udp"\n'):
+        found = problems(tmp_path, variant)
+        assert any("capture_clock 'camera' reads the camera's RTCP sender reports" in p for p in found), found
+    short = problems(tmp_path, camera_clock + "liveness_timeout_s = 10\n")
+    assert any("liveness_timeout_s (10) must exceed" in p for p in short), short
+    odd = problems(tmp_path, camera_clock.replace('"camera"', '"gps"'))
+    assert any("capture_clock" in p and "arrival" in p for p in odd), odd

@@ -87,6 +87,8 @@ def test_a_packet_is_not_a_frame_for_frame_only_readers() -> None:
         ({"extradata": None}, "missing_field"),
         ({"capture_timestamp": float("inf")}, "bad_field"),
         ({"data_type": IMAGE_DATA_TYPE}, "missing_field"),
+        ({"capture_clock": "gps"}, "bad_field"),
+        ({"capture_clock": 1}, "bad_field"),
     ],
     ids=str,
 )
@@ -94,3 +96,8 @@ def test_bad_packets_raise_malformed_with_reason(changes: dict[str, Any], reason
     with pytest.raises(MalformedMessage) as caught:
         decode_frame_or_packet(wire_with(**changes))
     assert caught.value.reason == reason
+
+
+def test_the_capture_clock_travels_and_packets_without_one_are_stamped_on_arrival() -> None:
+    assert decode_packet(make_packet(capture_clock="camera").to_wire()).capture_clock == "camera"
+    assert decode_packet(wire_with(capture_clock=KeyError)).capture_clock == "arrival"  # msightd before 2026-12
