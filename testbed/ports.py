@@ -49,17 +49,35 @@ def _bindable(port: int) -> bool:
         return True
 
 
+class _PortCursor:
+    """Ports handed out in turn from a random place in this process's slice. A fresh random pick for each
+    call would, once in ~10,000 pairs, give two servers of one test the same port before either has bound
+    it; in turn, a port comes back only after the whole slice has been handed out."""
+
+    def __init__(self) -> None:
+        self._next: int | None = None
+
+    def take(self, low: int, high: int) -> int:
+        if self._next is None or not low <= self._next < high:
+            self._next = random.SystemRandom().randrange(low, high)
+        port = self._next
+        self._next = low + (port + 1 - low) % (high - low)
+        return port
+
+
+_CURSOR = _PortCursor()  # one per process: what it guards against is two picks in one process
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports free on loopback right now, outside the ephemeral range."""
     top = _ephemeral_start()
     if top - _LOWEST < 1000:  # an unusual range leaves no room below it: let the OS pick
         return [_os_port() for _ in range(count)]
     low, high = _worker_slice(_LOWEST, top)
-    picker = random.SystemRandom()
     chosen: list[int] = []
     while len(chosen) < count:
-        port = picker.randrange(low, high)
-        if port not in chosen and _bindable(port):
+        port = _CURSOR.take(low, high)
+        if _bindable(port):
             chosen.append(port)
     return chosen
 

@@ -399,6 +399,9 @@ def _unsynced_clock(Gst: Any, factory: Any) -> None:
         elements = pipeline.iterate_recurse()
         while True:
             result, element = elements.next()
+            if result == Gst.IteratorResult.RESYNC:  # the pipeline changed while walked: walk it again
+                elements.resync()
+                continue
             if result != Gst.IteratorResult.OK:
                 return
             if element.get_factory() is not None and element.get_factory().get_name() == "rtpbin":

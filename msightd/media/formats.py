@@ -26,9 +26,14 @@ CAPTURE_CLOCKS: tuple[str, ...] = get_args(CaptureClock)
 #: How long a camera's first sender report is waited for (cameras send RTCP every 5 s or so, RFC 3550 6.2);
 #: its frames are held meanwhile, so every frame of a connection has the same clock.
 SENDER_REPORT_WAIT_S = 10.0
-#: How far a camera's clock may be from this host's before it is not trusted (one unsynchronised since boot
-#: is hours or decades off; encoding and network delay are well under a second).
-CAMERA_CLOCK_SKEW_LIMIT_S = 5.0
+#: How much later than the camera's clock says it was sampled a frame may arrive by this host's clock for
+#: the camera's clock to be trusted: a little earlier (two clocks kept by NTP differ by milliseconds, more
+#: on different servers) up to seconds later (encoding, network). A camera whose clock was never set is
+#: hours or decades off.
+CAMERA_CLOCK_OFFSET_RANGE_S = (-1.0, 5.0)
+#: A later sender report that moves the camera's clock by more than this (NTP stepping it, a reset) is not
+#: followed: the connection keeps the clock it started with.
+CAMERA_CLOCK_STEP_LIMIT_S = 1.0
 #: How frames travel: MSight's JPEG, raw BGR, a reference into a shared-memory ring, or the camera's own
 #: compressed packets, not decoded (passthrough recording).
 FrameEncoding = Literal["jpeg", "raw", "shm", "packets"]

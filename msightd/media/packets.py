@@ -40,7 +40,8 @@ class AccessUnit:
     packet or two); ``duration`` is 0 when unknown. ``extradata`` is the Annex B parameter sets in force
     for this frame (empty until the stream has shown any). ``width``/``height`` come from the SPS.
     ``camera_time`` is when the camera sampled the frame by its own clock (Unix seconds), where the reader
-    knows it (``capture_clock = "camera"``); otherwise the frame is stamped when it arrives.
+    knows it (``capture_clock = "camera"``); otherwise the frame is stamped when it arrived: ``received_at``
+    where the reader knows it (frames it held back keep their own times), else when the node read it.
     """
 
     data: bytes
@@ -54,13 +55,15 @@ class AccessUnit:
     width: int
     height: int
     camera_time: float | None = None
+    received_at: float | None = None
 
     def to_message(
-        self, sensor_name: str, device_name: str, frame_id: int, arrived_at: float, sequence: int
+        self, sensor_name: str, device_name: str, frame_id: int, read_at: float, sequence: int
     ) -> PacketMessage:
         """The wire message carrying this access unit (``sequence``: packets since the camera connected),
-        stamped with the camera's time when known, else with ``arrived_at``."""
+        stamped with the camera's time when known, else when it arrived (``read_at``: when the node read it)."""
         camera_time = self.camera_time
+        arrived_at = read_at if self.received_at is None else self.received_at
         return PacketMessage(
             sensor_name=sensor_name,
             capture_timestamp=arrived_at if camera_time is None else camera_time,

@@ -20,7 +20,7 @@ H.265 PACI) are counted in :attr:`Depacketizer.unsupported` and skipped.
 
 RTCP sender reports on the stream's RTCP channel (RFC 3550 6.4.1) are read on the way: each maps an RTP
 timestamp to the camera's wall clock (NTP), which :meth:`Depacketizer.camera_time` uses to give a frame the
-time the camera sampled it rather than the time it reached us.
+time the camera sampled it rather than the time it reached us (:class:`SenderReport`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,28 @@ def _timestamp_step(earlier: int, later: int) -> int:
 
 
 @dataclass(frozen=True)
+class SenderReport:
+    """A camera's statement that RTP ``timestamp`` (unwrapped, on the frames' timeline) was ``wall`` on its
+    clock (Unix seconds)."""
+
+    wall: float
+    timestamp: int
+
+    def time_of(self, timestamp: int, clock_rate: int) -> float:
+        """When, by the camera's clock, the frame of RTP ``timestamp`` was sampled."""
+        return self.wall + (timestamp - self.timestamp) / clock_rate
+
+
+def _ntp_to_unix(seconds: int, fraction: int) -> float:
+    """NTP's 32-bit seconds wrap on 2036-02-07; values below 2**31 are taken as after that (RFC 5905's era
+    rule), so a camera's clock stays readable then. A camera whose clock was never set reports dates near
+    1900 or far ahead: either way far from the host's, which is what the caller checks."""
+    if seconds < 0x80000000:
+        seconds += 1 << 32
+    return seconds - _NTP_TO_UNIX_S + fraction / 2**32
+
+
+@dataclass(frozen=True)
 class RtpAccessUnit:
     """One frame in Annex B form; ``timestamp`` is the RTP timestamp, unwrapped (it keeps increasing past
     2**32) and counted from the first packet of the session."""
@@ -71,8 +93,9 @@ class Depacketizer:
         self._channel = channel
         self._rtcp_channel = rtcp_channel
         self._payload_type = payload_type
-        #: The newest sender report: (camera wall clock in Unix seconds, RTP timestamp unwrapped as frames').
-        self.sender_report: tuple[float, int] | None = None
+        #: The camera's newest sender report.
+        self.sender_report: SenderReport | None = None
+        self._early_report: tuple[float, int] | None = None  # (wall, raw RTP timestamp) before any RTP packet
         self.completed: list[RtpAccessUnit] = []
         self._parts: list[bytes | bytearray] = []
         self._keyframe = False
@@ -122,23 +145,18 @@ class Depacketizer:
                 self._close()
         return position
 
-    def camera_time(self, timestamp: int, clock_rate: int) -> float | None:
-        """When the camera sampled the frame of (unwrapped) RTP ``timestamp``, by its wall clock; None until a
-        sender report came."""
-        if self.sender_report is None:
-            return None
-        wall, reported = self.sender_report
-        return wall + (timestamp - reported) / clock_rate
-
     def _rtcp(self, buffer: bytearray, at: int, end: int) -> None:
-        """Take the sender report of an RTCP compound packet (skipping receiver reports, SDES, BYE...). A
-        report before the first RTP packet has no frame timeline to map onto yet; the next one will."""
+        """Take the sender report of an RTCP compound packet (skipping receiver reports, SDES, BYE...). One
+        that comes before the first RTP packet is placed on the frames' timeline when that packet comes."""
         while at + 28 <= end and buffer[at] & 0xC0 == 0x80:
             length = 4 + 4 * ((buffer[at + 2] << 8) | buffer[at + 3])
-            if buffer[at + 1] == _RTCP_SR and length >= 28 and self._last_raw >= 0:
+            if buffer[at + 1] == _RTCP_SR and length >= 28:
                 seconds, fraction, raw = _SENDER_INFO.unpack_from(buffer, at + 8)
-                unwrapped = self._timestamp + _timestamp_step(self._last_raw, raw)
-                self.sender_report = (seconds - _NTP_TO_UNIX_S + fraction / 2**32, unwrapped)
+                wall = _ntp_to_unix(seconds, fraction)
+                if self._last_raw < 0:
+                    self._early_report = (wall, raw)
+                else:
+                    self.sender_report = SenderReport(wall, self._timestamp + _timestamp_step(self._last_raw, raw))
                 return
             at += length
 
@@ -149,6 +167,9 @@ class Depacketizer:
                 self._close()
             if self._last_raw >= 0:  # 32-bit timestamps wrap (every 13 h at 90 kHz); a late packet steps back
                 self._timestamp += _timestamp_step(self._last_raw, raw)
+            elif self._early_report is not None:
+                wall, reported = self._early_report
+                self.sender_report = SenderReport(wall, _timestamp_step(raw, reported))
             self._last_raw = raw
         if self._expected_sequence >= 0 and sequence != self._expected_sequence:
             self.lost += (sequence - self._expected_sequence) & 0xFFFF

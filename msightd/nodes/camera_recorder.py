@@ -220,7 +220,7 @@ class CameraRecorder:
                     device_name=segment.device_name,
                     file=written.metadata_path.name,
                     frame_count=segment.frame_count,
-                    last_capture_timestamp=segment.capture_timestamps[-1],
+                    last_capture_timestamp=max(segment.capture_timestamps),
                     size_bytes=written.bytes_written,
                 )
             )

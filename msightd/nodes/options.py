@@ -191,7 +191,8 @@ class RtspSourceOptions(NodeOptions):
             )
         blocking_s = max(self.open_timeout_s, self.read_timeout_s)
         if self.capture_clock == "camera":
-            blocking_s = max(blocking_s, SENDER_REPORT_WAIT_S + self.read_timeout_s)
+            # the wait for the first sender report, and a receive on either side of it
+            blocking_s = max(blocking_s, SENDER_REPORT_WAIT_S + 2 * self.read_timeout_s)
         if self.liveness_timeout_s and self.liveness_timeout_s <= blocking_s + 1:
             raise ConfigError(
                 f"liveness_timeout_s ({self.liveness_timeout_s:g}) must exceed open_timeout_s and read_timeout_s "

@@ -40,7 +40,7 @@ from msightd.media.capture import Capture, CaptureSettings, DecodedFrame, OpenCv
 from msightd.media.frame_ring import FrameRingWriter, RingError
 from msightd.media.i420 import i420_bytes
 from msightd.media.packets import AccessUnit, PacketCapture, TeeCapture, TeedUnit, keyframe_picture
-from msightd.media.rtsp_capture import ClockDecision, RtspPacketCapture
+from msightd.media.rtsp_capture import RtspPacketCapture
 from msightd.media.rtsp_session import RtspUnsupported
 from msightd.media.thumbnail import ThumbnailWriter
 from msightd.messages import FrameMessage, FrameRef, PacketMessage, SegmentStoredMessage
@@ -80,7 +80,6 @@ class RtspSourceNode:
         self._unreadable_seen = 0
         self._parameters_log = LogThrottle()
         self._keyframe_wait = KeyframeWait(self._log)
-        self._clock_reported: ClockDecision | None = None
         self._backlog_dropped = 0
         self._publish_backoff = Backoff(0.1, 2.0)
         self._publish_retry_at = 0.0
@@ -260,8 +259,9 @@ class RtspSourceNode:
             now = time.time()
             if isinstance(capture, PacketCapture | RtspPacketCapture | TeeCapture):
                 self._report_bad_parameter_sets(capture)
-            if isinstance(capture, RtspPacketCapture) and capture.clock_decision is not self._clock_reported:
-                self._report_clock(capture.clock_decision)
+            if isinstance(capture, RtspPacketCapture) and capture.clock is not None:
+                for note in capture.clock.take_notes():
+                    (self._log.warning if note.warning else self._log.info)("capture_clock", **note.fields)
             if isinstance(picture, TeedUnit):
                 self._handle_packet(picture.unit, now, self._config.packet_topic, count=False)
                 for decoded in picture.pictures:
@@ -271,23 +271,6 @@ class RtspSourceNode:
             else:
                 self._handle_frame(picture, now)
         return True
-
-    def _report_clock(self, decision: ClockDecision | None) -> None:
-        """Say once per connection whose clock stamps the frames (``capture_clock = "camera"``)."""
-        self._clock_reported = decision
-        if decision is None:
-            return
-        if decision.camera:
-            self._log.info(
-                "capture_clock", clock="camera", offset_s=round(decision.offset_s, 3),
-                msg="capture times are the camera's (RTCP sender reports); offset_s: how long after being sampled "
-                "a frame arrived",
-            )  # fmt: skip
-        else:
-            self._log.warning(
-                "capture_clock", clock="arrival", problem=decision.problem,
-                msg="capture times are arrival times for this connection",
-            )  # fmt: skip
 
     def _report_bad_parameter_sets(self, capture: PacketCapture | RtspPacketCapture | TeeCapture) -> None:
         """A parameter set the capture could not read (the packets still go out as sent, with the last good

@@ -12,7 +12,9 @@ from msightd.storage.naming import iso_utc
 
 
 def segment_metadata(segment: SegmentMessage, video_file: str, sha256: str) -> dict[str, Any]:
-    """The JSON written beside each MP4."""
+    """The JSON written beside each MP4. ``frames`` are in the video's order; first and last capture times are
+    the earliest and latest: by the camera's clock, a stream with B-frames lists frames out of time order."""
+    first, last = min(segment.capture_timestamps), max(segment.capture_timestamps)
     return {
         "sensor_name": segment.sensor_name,
         "device_name": segment.device_name,
@@ -25,10 +27,10 @@ def segment_metadata(segment: SegmentMessage, video_file: str, sha256: str) -> d
         "height": segment.height,
         "frame_count": segment.frame_count,
         "segment_frame_id": segment.frame_id,
-        "first_capture_timestamp": segment.capture_timestamps[0],
-        "last_capture_timestamp": segment.capture_timestamps[-1],
-        "first_capture_time": iso_utc(segment.capture_timestamps[0]),
-        "last_capture_time": iso_utc(segment.capture_timestamps[-1]),
+        "first_capture_timestamp": first,
+        "last_capture_timestamp": last,
+        "first_capture_time": iso_utc(first),
+        "last_capture_time": iso_utc(last),
         "frames": [
             {"frame_id": frame_id, "capture_timestamp": stamp, "capture_time": iso_utc(stamp)}
             for frame_id, stamp in zip(segment.frame_ids, segment.capture_timestamps, strict=True)

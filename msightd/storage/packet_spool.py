@@ -30,7 +30,7 @@ from msightd.storage.naming import safe_sensor_name
 #: data, extradata and codec lengths; frame id, capture time, sequence; flags; pts, dts, duration;
 #: time base; picture size.
 _HEADER = struct.Struct("<IIBqdQBqqqIIII")
-_KEYFRAME, _HAS_PTS, _HAS_DTS = 1, 2, 4
+_KEYFRAME, _HAS_PTS, _HAS_DTS, _CAMERA_CLOCK = 1, 2, 4, 8
 #: Magic and the length in use of the records that follow the file header.
 _FILE_HEADER = struct.Struct("<8sQ")
 _MAGIC = b"MSDSPL01"
@@ -97,6 +97,7 @@ class PacketSpool:
             (_KEYFRAME if message.keyframe else 0)
             | (_HAS_PTS if message.pts is not None else 0)
             | (_HAS_DTS if message.dts is not None else 0)
+            | (_CAMERA_CLOCK if message.capture_clock == "camera" else 0)
         )
         header = _HEADER.pack(
             len(message.data), len(message.extradata), len(codec),
@@ -180,4 +181,5 @@ class PacketSpool:
             data=data,
             sequence=sequence,
             duration=duration,
+            capture_clock="camera" if flags & _CAMERA_CLOCK else "arrival",
         )

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from msightd.media.sample import write_sample_video
-from testbed.ports import free_port
+from testbed.ports import free_port, free_ports
 from testbed.waiting import wait_for
 from tests.integration.daemon import pid_alive, pipeline_toml, running_daemon, short_tempdir
 from tests.integration.pipeline import segments_on_disk
@@ -249,6 +249,7 @@ def test_demo_runs_the_seed_pipeline_with_nothing_set_up(tmp_path: Path, process
     """The README's one command for the main job: ``msightd demo`` brings its own Redis and camera, and
     runs the shipped settings (frames through shared memory, decoded straight to YUV)."""
     save_dir = tmp_path / "received_videos"
+    metrics_port, web_port = free_ports(2)
     demo = Proc(
         [
             command("msightd"),
@@ -256,8 +257,8 @@ def test_demo_runs_the_seed_pipeline_with_nothing_set_up(tmp_path: Path, process
             "--duration", "16",
             "--save-dir", str(save_dir),
             "--runtime-dir", str(short_tempdir()),
-            "--metrics-port", str(free_port()),
-            "--web-port", str(free_port()),
+            "--metrics-port", str(metrics_port),
+            "--web-port", str(web_port),
         ],
         tmp_path / "demo.log",
     )  # fmt: skip

@@ -193,7 +193,8 @@ def test_capture_clock_camera_stamps_frames_when_sampled_or_says_why_not(
 ) -> None:
     """``--capture-clock camera``: the first frames wait for the camera's first RTCP sender report, then every
     frame carries the camera's time, one frame interval apart, as sampled (held frames stamped on arrival
-    would share one time). A camera whose clock is not set gets arrival times, and the node says why."""
+    would share one time). A camera whose clock is not set gets arrival times (each frame its own, held or
+    not), and the node says why."""
     videos = tmp_path / "videos"
     with RtspServer(width=320, height=240, fps=10, extra_args=[] if synced else ["--unsynced-clock"]) as camera:
         camera.wait_until_readable(timeout_s=30)
@@ -224,3 +225,5 @@ def test_capture_clock_camera_stamps_frames_when_sampled_or_says_why_not(
     else:
         assert {segment["capture_clock"] for segment in segments} == {"arrival"}
         assert said[0]["clock"] == "arrival" and "set NTP on the camera" in said[0]["problem"]
+        # the frames held for the first report keep the times they arrived, not the time they were let go
+        assert stamps[19] - stamps[0] > 1.5, stamps[:20]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from testbed.ports import free_port
+from testbed.ports import free_port, free_ports
 from testbed.waiting import wait_for
 from tests.integration.daemon import short_tempdir
 from tests.integration.pipeline import launch, segments_on_disk
@@ -198,7 +198,7 @@ def test_wrong_password_is_reported_clearly(
 def test_no_password_reaches_the_logs(sample_video: Path, tmp_path: Path, processes: list[Proc]) -> None:
     """Passwords holding '@', ':' and '/' in a camera URL and in the broker URL: every line the daemon and
     its nodes log while the camera and the broker are unreachable shows the hosts, never the secrets."""
-    camera_port, broker_port = free_port(), free_port()
+    camera_port, broker_port = free_ports(2)
     broker = f"redis://user:r3d@is:pw@127.0.0.1:{broker_port}/0"
     cameras = {
         "cam_pyav": ("pyav", f"rtsp://admin:se@cr:et@127.0.0.1:{camera_port}/stream"),

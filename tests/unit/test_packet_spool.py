@@ -22,6 +22,7 @@ def test_spooled_packets_come_back_as_they_were_written(tmp_path: Path) -> None:
             pts=n * 9000 if n else None,
             dts=None,
             data=bytes([n]) * (n + 1),
+            capture_clock="camera" if n % 2 else "arrival",
         )
         for n in range(5)
     ]
@@ -34,12 +35,12 @@ def test_spooled_packets_come_back_as_they_were_written(tmp_path: Path) -> None:
     recovered = PacketSpool(tmp_path, Path("/srv/videos"), "cam", "edge1").recover()
     expected = [
         (p.frame_id, p.capture_timestamp, p.sequence, p.keyframe, p.pts, p.dts, p.duration, p.time_base, p.codec,
-         p.extradata, p.width, p.height, p.data, p.sensor_name, p.device_name)
+         p.extradata, p.width, p.height, p.data, p.sensor_name, p.device_name, p.capture_clock)
         for p in packets
     ]  # fmt: skip
     assert [
         (p.frame_id, p.capture_timestamp, p.sequence, p.keyframe, p.pts, p.dts, p.duration, p.time_base, p.codec,
-         p.extradata, p.width, p.height, p.data, p.sensor_name, p.device_name)
+         p.extradata, p.width, p.height, p.data, p.sensor_name, p.device_name, p.capture_clock)
         for p in recovered
     ] == expected  # fmt: skip
 

@@ -198,11 +198,17 @@ NTP_TO_UNIX_S = 2_208_988_800  # RFC 868: the NTP epoch is 1900-01-01
 def sender_report(wall: float, rtp_timestamp: int) -> bytes:
     """An RTCP compound packet as cameras send it (RFC 3550 6.4.1, 6.5): a sender report saying that RTP
     time ``rtp_timestamp`` is ``wall`` (Unix seconds) on the camera's clock, then its CNAME."""
-    seconds, fraction = int(wall) + NTP_TO_UNIX_S, int((wall % 1) * 2**32)
+    seconds, fraction = (int(wall) + NTP_TO_UNIX_S) % 2**32, int((wall % 1) * 2**32)  # NTP seconds wrap in 2036
     report = struct.pack(">BBHIIIIII", 0x80, 200, 6, 1234, seconds, fraction, rtp_timestamp, 10, 5000)
     item = b"\x01\x04cam1\x00\x00"  # CNAME "cam1", end of list, padding to 32 bits
     description = struct.pack(">BBHI", 0x81, 202, 3, 1234) + item
     return interleaved(report + description, channel=RTCP_CHANNEL)
+
+
+def camera_times(depacketizer: Depacketizer, units: list[RtpAccessUnit]) -> list[float]:
+    report = depacketizer.sender_report
+    assert report is not None, "a sender report was taken"
+    return [report.time_of(unit.timestamp, 90000) for unit in units]
 
 
 def test_sender_reports_give_each_frame_the_time_the_camera_sampled_it_across_the_wrap() -> None:
@@ -211,17 +217,29 @@ def test_sender_reports_give_each_frame_the_time_the_camera_sampled_it_across_th
     wall = 1_796_000_000.25
     video = stream(frames, False, first_timestamp=first)
     after_first = len(stream(frames[:1], False, first_timestamp=first))
-    early = sender_report(wall - 50, 12345)  # before any RTP: no timeline to map onto yet, ignored
     # after the first frame: RTP time 9000 (the fourth frame's, past the wrap) was sampled at `wall`
     report = sender_report(wall, (first + 3 * 9000) & 0xFFFFFFFF)
-    data = early + video[:after_first] + report + video[after_first:]
     depacketizer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE, RTCP_CHANNEL)
-    assert depacketizer.camera_time(0, 90000) is None
-    units = feed(depacketizer, data, 333)
+    units = feed(depacketizer, video[:after_first] + report + video[after_first:], 333)
     assert [unit.data for unit in units] == [START + START.join(nals) for nals in frames]
-    times = [depacketizer.camera_time(unit.timestamp, 90000) for unit in units]
-    expected = [wall + (index - 3) * 0.1 for index in range(6)]
-    assert times == pytest.approx(expected, abs=1e-6)
+    assert camera_times(depacketizer, units) == pytest.approx([wall + (i - 3) * 0.1 for i in range(6)], abs=1e-6)
     newer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE, RTCP_CHANNEL)  # a later report replaces the mapping
-    feed(newer, video + sender_report(wall + 7, (first + 5 * 9000) & 0xFFFFFFFF), 1 << 20)
-    assert newer.camera_time(5 * 9000, 90000) == pytest.approx(wall + 7, abs=1e-6)
+    units = feed(newer, report + video + sender_report(wall + 7, (first + 5 * 9000) & 0xFFFFFFFF), 1 << 20)
+    assert camera_times(newer, units)[5] == pytest.approx(wall + 7, abs=1e-6)
+
+
+def test_a_sender_report_before_the_first_rtp_packet_is_placed_when_that_packet_comes() -> None:
+    frames = h264_frames(3)
+    wall = 1_796_000_000.5
+    early = sender_report(wall, 1000 + 9000)  # RTP time of the second frame, before any frame was sent
+    depacketizer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE, RTCP_CHANNEL)
+    assert depacketizer.sender_report is None
+    units = feed(depacketizer, early + stream(frames, False, first_timestamp=1000), 1 << 20)
+    assert camera_times(depacketizer, units) == pytest.approx([wall - 0.1, wall, wall + 0.1], abs=1e-6)
+
+
+def test_ntp_seconds_past_their_2036_wrap_stay_in_order() -> None:
+    after_wrap = 2_085_978_496 + 100  # 2036-02-07T06:28:16Z is NTP second 2**32, i.e. 0 again: 100 s later
+    depacketizer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE, RTCP_CHANNEL)
+    units = feed(depacketizer, stream(h264_frames(1), False) + sender_report(after_wrap, 1000), 1 << 20)
+    assert camera_times(depacketizer, units) == pytest.approx([after_wrap], abs=1e-6)
