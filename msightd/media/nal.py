@@ -19,6 +19,8 @@ START_CODE = b"\x00\x00\x00\x01"
 
 _H264_SPS, _H264_PPS = 7, 8
 H264_IDR = 5
+H264_SEI = 6
+_SEI_RECOVERY_POINT = 6  # payload type (H.264 D.1.8)
 #: BLA, IDR, CRA (and their reserved neighbours): H.265 pictures a decoder can start at.
 HEVC_IRAP = range(16, 22)
 _HEVC_VPS, _HEVC_SPS, _HEVC_PPS = 32, 33, 34
@@ -99,13 +101,50 @@ def is_random_access(codec: str, kind: int) -> bool:
 
 
 def starts_random_access(codec: str, access_unit: bytes) -> bool:
-    """Whether the access unit's first slice is a true keyframe (:func:`is_random_access`). FFmpeg's parser
-    also flags H.264 pictures that carry a recovery point (intra refresh) as keyframes; a segment cannot
-    start on those (see :mod:`msightd.nodes.keyframe_wait`)."""
-    for kind, _begin, end in _leading_nal_units(codec, access_unit):
+    """Whether a recording can start at this access unit: its first slice is an IDR (an IRAP in H.265), or,
+    in H.264, an SEI before it says the picture is exact at once (:func:`is_exact_recovery_point`: an
+    open-GOP I-frame). FFmpeg's parser also flags pictures whose recovery takes more frames (intra refresh)
+    as keyframes; a segment that starts on one shows almost nothing (see :mod:`msightd.nodes.keyframe_wait`)."""
+    exact_recovery = False
+    for kind, begin, end in _leading_nal_units(codec, access_unit):
         if end == -1:
-            return is_random_access(codec, kind)
+            return exact_recovery or is_random_access(codec, kind)
+        if codec == H264 and kind == H264_SEI and not exact_recovery:
+            exact_recovery = is_exact_recovery_point(access_unit[begin:end])
     return False
+
+
+def is_exact_recovery_point(sei: bytes) -> bool:
+    """Whether an H.264 SEI NAL unit holds a recovery point with ``recovery_frame_cnt`` 0 (spec D.2.8): the
+    picture and every one after it in output order decode exactly from here, as after an IDR. Encoders put
+    it before an open-GOP I-frame; intra refresh gives a count of a whole refresh period instead. An SEI too
+    short or malformed to read is no recovery point."""
+    rbsp = _rbsp(sei)
+    at = 1  # after the NAL header
+    try:
+        while at < len(rbsp) and rbsp[at] != 0x80:  # 0x80: the RBSP's trailing bits
+            payload_type, at = _sei_number(rbsp, at)
+            payload_size, at = _sei_number(rbsp, at)
+            if at + payload_size > len(rbsp):
+                return False  # a truncated message
+            if payload_type == _SEI_RECOVERY_POINT:
+                return _Bits(rbsp[at : at + payload_size], 0).ue() == 0
+            at += payload_size
+    except BitstreamError:
+        return False
+    return False
+
+
+def _sei_number(rbsp: bytes, at: int) -> tuple[int, int]:
+    """An SEI payload type or size (0xFF bytes adding 255 each, then the last byte) and where the next field
+    starts."""
+    value = 0
+    while at < len(rbsp):
+        byte = rbsp[at]
+        value, at = value + byte, at + 1
+        if byte != 0xFF:
+            return value, at
+    raise BitstreamError("SEI message ends early")
 
 
 def join_annexb(nals: list[bytes]) -> bytes:

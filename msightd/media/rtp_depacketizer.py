@@ -5,8 +5,8 @@ A camera cuts each frame into RTP packets: one NAL unit per packet, several smal
 (STAP-A, AP), or one large one fragmented over many (FU-A, FU). This module puts them back: every NAL unit
 behind a 4-byte start code (Annex B, byte for byte what FFmpeg's ``rtpdec_h264``/``rtpdec_hevc`` produce), one
 access unit per RTP timestamp, closed by the marker bit (or, if a camera omits it, by the next timestamp).
-Whether the unit is a keyframe (an IDR, or an IRAP picture in H.265) is read from the NAL headers on the way,
-so nothing is scanned twice.
+Whether the unit is a keyframe (an IDR, an IRAP picture in H.265, or an H.264 picture after an SEI saying it
+is an exact recovery point) is read from the NAL units on the way, so nothing is scanned twice.
 
 Why one loop over the interleaved frames rather than a function per packet: a recorder wakes up two or three
 times a frame for a few dozen packets each time, with its caches cold, and then every Python call counts
@@ -220,7 +220,10 @@ class Depacketizer:
             at += size
 
     def _whole(self, buffer: bytearray, start: int, end: int) -> None:
+        unit = buffer[start:end]
         self._parts.append(_START)
-        self._parts.append(buffer[start:end])
+        self._parts.append(unit)
         self._fragmenting = False
-        self._note_kind(buffer[start])
+        self._note_kind(unit[0])
+        if unit[0] & 0x1F == nal.H264_SEI and not self._hevc and nal.is_exact_recovery_point(bytes(unit)):
+            self._keyframe = True  # an open-GOP I-frame (see nal.starts_random_access)

@@ -7,10 +7,11 @@ rarely or only when a client first connects, and then nothing is recorded while 
 a ``before_keyframe`` counter would say so: :class:`KeyframeWait` turns a long wait into one warning line
 that names the camera setting to change, and a line when the keyframe finally comes.
 
-FFmpeg's reader marks H.264 frames that carry a recovery point (intra refresh) as keyframes, msightd's
-reader does not: FFmpeg's own decoder, by default, shows one picture of a segment that starts on such a
-frame (measured with x264's intra refresh: 1 of 40), so recording from there would keep files nobody can
-watch. Waiting for a true keyframe, and saying so, is the honest choice.
+FFmpeg's parser marks every H.264 frame that carries a recovery point as a keyframe. Both readers here take
+only those whose recovery is exact at once (open-GOP I-frames, :func:`msightd.media.nal.starts_random_access`):
+with intra refresh, FFmpeg's own decoder shows one picture of a segment that starts on such a frame
+(measured with x264's intra refresh: 1 of 40), so recording from there would keep files nobody can watch.
+Waiting for a true keyframe, and saying so, is the honest choice.
 """
 
 from __future__ import annotations

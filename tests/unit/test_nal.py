@@ -118,3 +118,45 @@ def test_an_encoders_first_picture_starts_random_access_and_a_bare_non_idr_slice
     trailing = (b"\x02\x01" if codec == "hevc" else b"\x41") + b"\x9a\x00"  # TRAIL_R / non-IDR slice
     assert not nal.starts_random_access(codec, nal.START_CODE + trailing)
     assert not nal.starts_random_access(codec, b"")
+
+
+def encode_open_gop(frames: int, keyint: int) -> bytes:
+    """x264 with open GOPs and B-frames: an IDR at the start, then I-frames whose leading B-frames refer back
+    across them, each announced by a recovery-point SEI with a count of 0."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="h264") as container:
+        stream: Any = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"x264-params": f"open-gop=1:keyint={keyint}:min-keyint={keyint}:bframes=2:scenecut=0"}
+        for index in range(frames):
+            noise = np.random.default_rng(index).integers(0, 255, (120, 160, 3), np.uint8)
+            frame = av.VideoFrame.from_ndarray(noise, format="bgr24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def test_open_gop_i_frames_start_random_access_as_ffmpeg_says() -> None:
+    """An open-GOP I-frame is exact from itself on (its leading B-frames are lost, as after any cut), so a
+    segment may start there: the same frames FFmpeg flags."""
+    with av.open(io.BytesIO(encode_open_gop(frames=45, keyint=15)), format="h264") as container:
+        packets = [(bytes(packet), packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
+    flagged = [index for index, (_data, keyframe) in enumerate(packets) if keyframe]
+    assert len(flagged) >= 3, f"the open GOPs' I-frames should be flagged too, flagged {flagged}"
+    assert [index for index, (data, _) in enumerate(packets) if nal.starts_random_access("h264", data)] == flagged
+
+
+@pytest.mark.parametrize(
+    ("sei", "exact"),
+    [
+        (b"\x06\x06\x01\xc4\x80", True),  # recovery point, recovery_frame_cnt 0
+        (b"\x06\x06\x02\x15\x10\x80", False),  # recovery_frame_cnt 9 (intra refresh)
+        (b"\x06\x05\x02\xaa\xbb\x06\x01\xc4\x80", True),  # after a user-data message
+        (b"\x06\x06\x05\xc4\x80", False),  # a payload longer than the NAL unit
+        (b"\x06\xff\xff", False),  # a payload type that never ends
+        (b"\x06", False),
+    ],
+)
+def test_exact_recovery_points_are_read_from_sei_messages(sei: bytes, exact: bool) -> None:
+    assert nal.is_exact_recovery_point(sei) is exact

@@ -243,3 +243,21 @@ def test_ntp_seconds_past_their_2036_wrap_stay_in_order() -> None:
     depacketizer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE, RTCP_CHANNEL)
     units = feed(depacketizer, stream(h264_frames(1), False) + sender_report(after_wrap, 1000), 1 << 20)
     assert camera_times(depacketizer, units) == pytest.approx([after_wrap], abs=1e-6)
+
+
+@pytest.mark.parametrize(("sei", "keyframe"), [(b"\x06\x06\x01\xc4\x80", True), (b"\x06\x06\x02\x15\x10\x80", False)])
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_an_i_frame_after_an_exact_recovery_point_is_a_keyframe_intra_refresh_is_not(
+    sei: bytes, keyframe: bool, aggregate: bool
+) -> None:
+    """Open-GOP I-frames carry a recovery point with a count of 0; intra refresh a count of its period."""
+    frames = [[sei, h264_nal(1, 900, 1)], [h264_nal(1, 300, 2)]]
+    data, sequence = b"", 0
+    for index, nals in enumerate(frames):
+        payloads = packetize(nals, False, aggregate=aggregate)
+        for number, payload in enumerate(payloads):
+            data += interleaved(rtp(payload, sequence, 9000 * index, number == len(payloads) - 1))
+            sequence += 1
+    depacketizer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE)
+    units = feed(depacketizer, data, 1 << 20)
+    assert [unit.keyframe for unit in units] == [keyframe, False] and depacketizer.lost == 0
