@@ -84,13 +84,13 @@ def test_parameter_sets_are_what_splitting_the_whole_access_unit_finds() -> None
             assert nal.parameter_sets(codec, stream) == expected, (codec, stream)
 
 
-def encode_intra_refresh(frames: int, keyint: int) -> bytes:
-    """x264 with intra refresh: one IDR at the start, then recovery-point SEIs every ``keyint`` frames."""
+def encode_x264(frames: int, x264_params: str) -> bytes:
+    """A real x264 stream (Annex B) of ``frames`` noise pictures, 160x120."""
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="h264") as container:
         stream: Any = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        stream.options = {"x264-params": f"intra-refresh=1:keyint={keyint}", "preset": "veryfast"}
+        stream.options = {"x264-params": x264_params, "preset": "veryfast"}
         for index in range(frames):
             noise = np.random.default_rng(index).integers(0, 255, (120, 160, 3), np.uint8)
             frame = av.VideoFrame.from_ndarray(noise, format="bgr24")
@@ -103,7 +103,7 @@ def encode_intra_refresh(frames: int, keyint: int) -> bytes:
 def test_only_idr_pictures_start_random_access_not_ffmpegs_intra_refresh_recovery_points() -> None:
     """FFmpeg's parser flags H.264 pictures with a recovery point as keyframes; a segment cannot start there
     (FFmpeg's decoder shows almost nothing of it), so only the IDR counts."""
-    stream = encode_intra_refresh(frames=45, keyint=15)
+    stream = encode_x264(45, "intra-refresh=1:keyint=15")  # one IDR, then recovery points every 15 frames
     with av.open(io.BytesIO(stream), format="h264") as container:
         packets = [(bytes(packet), packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
     flagged = [index for index, (_data, keyframe) in enumerate(packets) if keyframe]
@@ -120,27 +120,12 @@ def test_an_encoders_first_picture_starts_random_access_and_a_bare_non_idr_slice
     assert not nal.starts_random_access(codec, b"")
 
 
-def encode_open_gop(frames: int, keyint: int) -> bytes:
-    """x264 with open GOPs and B-frames: an IDR at the start, then I-frames whose leading B-frames refer back
-    across them, each announced by a recovery-point SEI with a count of 0."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="h264") as container:
-        stream: Any = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        stream.options = {"x264-params": f"open-gop=1:keyint={keyint}:min-keyint={keyint}:bframes=2:scenecut=0"}
-        for index in range(frames):
-            noise = np.random.default_rng(index).integers(0, 255, (120, 160, 3), np.uint8)
-            frame = av.VideoFrame.from_ndarray(noise, format="bgr24")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return buffer.getvalue()
-
-
 def test_open_gop_i_frames_start_random_access_as_ffmpeg_says() -> None:
     """An open-GOP I-frame is exact from itself on (its leading B-frames are lost, as after any cut), so a
     segment may start there: the same frames FFmpeg flags."""
-    with av.open(io.BytesIO(encode_open_gop(frames=45, keyint=15)), format="h264") as container:
+    # an IDR, then I-frames whose leading B-frames refer back across them (recovery points with a count of 0)
+    open_gop = encode_x264(45, "open-gop=1:keyint=15:min-keyint=15:bframes=2:scenecut=0")
+    with av.open(io.BytesIO(open_gop), format="h264") as container:
         packets = [(bytes(packet), packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
     flagged = [index for index, (_data, keyframe) in enumerate(packets) if keyframe]
     assert len(flagged) >= 3, f"the open GOPs' I-frames should be flagged too, flagged {flagged}"
