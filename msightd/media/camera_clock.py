@@ -11,7 +11,8 @@ never mixes two.
 
 Later reports are followed while they agree with the one in use; one that moves the camera's clock by more
 than :data:`~msightd.media.formats.CAMERA_CLOCK_STEP_LIMIT_S` (NTP stepping it, a reset) is ignored and
-reported, so capture times never jump inside a connection.
+reported (once for each step, not for every report that repeats it), so capture times never jump inside a
+connection.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class CameraClock:
         self._clock_rate = clock_rate
         self._in_use: SenderReport | None = None
         self._seen: SenderReport | None = None
+        self._step_said: float | None = None  # every later report repeats a step: say each step once
         self._waiting_since: float | None = None  # monotonic: a host clock step must not end or prolong the wait
         self.decided = False
         self._notes: list[ClockNote] = []
@@ -78,7 +80,8 @@ class CameraClock:
             step_s = report.wall - in_use.time_of(report.timestamp, self._clock_rate)
             if abs(step_s) <= CAMERA_CLOCK_STEP_LIMIT_S:
                 self._in_use = in_use = report
-            else:
+            elif self._step_said is None or abs(step_s - self._step_said) > CAMERA_CLOCK_STEP_LIMIT_S:
+                self._step_said = step_s
                 self._note(
                     True, clock="camera", step_s=round(step_s, 3),
                     problem="the camera's clock stepped; capture times stay on the clock this connection started with",

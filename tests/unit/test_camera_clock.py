@@ -81,3 +81,8 @@ def test_later_reports_are_followed_unless_they_step_the_clock() -> None:
     assert note.warning and note.fields["step_s"] == pytest.approx(3600, abs=0.01)
     assert clock.time_of(11 * RATE, stepped) == pytest.approx(NOW + 11.0004)
     assert clock.take_notes() == [], "one note per report"
+    repeated = SenderReport(NOW + 3615, 15 * RATE)  # the next report repeats the step: not said again
+    assert clock.time_of(15 * RATE, repeated) == pytest.approx(NOW + 15.0004)
+    assert clock.take_notes() == []
+    clock.time_of(20 * RATE, SenderReport(NOW - 3580, 20 * RATE))  # a new step (back by an hour): said
+    assert [note.fields["step_s"] for note in clock.take_notes()] == [pytest.approx(-3600, abs=0.01)]
