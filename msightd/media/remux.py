@@ -211,6 +211,9 @@ def packet_segment(
     The remux comes along for what it says about the timestamps."""
     video = remux_mp4(messages, fallback_fps)
     first = messages[0]
+    # By the camera's clock a frame's time is when it was sampled, so the frames are listed in that order: the
+    # order a decoder shows them in (with B-frames, not the order they are stored and arrive in).
+    listed = sorted(messages, key=lambda m: m.capture_timestamp) if first.capture_clock == "camera" else messages
     return SegmentMessage(
         sensor_name=first.sensor_name,
         capture_timestamp=first.capture_timestamp,
@@ -218,8 +221,8 @@ def packet_segment(
         frame_id=first.frame_id,
         device_name=first.device_name or device_name,
         video=video.data,
-        frame_ids=tuple(m.frame_id for m in messages),
-        capture_timestamps=tuple(m.capture_timestamp for m in messages),
+        frame_ids=tuple(m.frame_id for m in listed),
+        capture_timestamps=tuple(m.capture_timestamp for m in listed),
         fps=video.fps,
         codec=video.codec,
         width=video.width,

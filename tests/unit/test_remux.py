@@ -8,7 +8,7 @@ import pytest
 
 from msightd.media.capture import CaptureSettings
 from msightd.media.packets import AccessUnit, PacketCapture, keyframe_picture
-from msightd.media.remux import plan_timeline, remux_mp4
+from msightd.media.remux import packet_segment, plan_timeline, remux_mp4
 from tests.support.clips import framemd5, mp4_sample_md5, write_clip
 from tests.support.video import probe_video
 
@@ -114,3 +114,32 @@ def test_a_keyframe_decodes_on_its_own_for_a_thumbnail(tmp_path: Path) -> None:
     picture = keyframe_picture(units[10])
     assert picture is not None and picture.bgr().shape == (480, 640, 3)
     assert keyframe_picture(dataclasses.replace(units[10], data=b"\x00\x00\x00\x01\x65garbage")) is None
+
+
+@pytest.mark.parametrize("clock", ["camera", "arrival"])
+def test_frames_stamped_by_the_cameras_clock_are_listed_as_shown(clock: str, tmp_path: Path) -> None:
+    """With B-frames, frames arrive (and are stored) in decode order. By the camera's clock each one's time
+    is when it was sampled, so the JSON lists them in the order a decoder shows them; arrival times keep the
+    order they arrived in."""
+    units = read_all(write_clip(tmp_path / "clip.mp4", frames=20, gop=10))
+    pts = [unit.pts for unit in units]
+    assert pts != sorted(pts), "the clip has B-frames"
+    base = 1_796_000_000.0
+    messages = [
+        dataclasses.replace(
+            unit.to_message("cam", "edge1", 100 + index, base + index * 0.1, index),
+            capture_timestamp=base + float(unit.pts * unit.time_base) if clock == "camera" else base + index * 0.1,
+            capture_clock=clock,
+        )
+        for index, unit in enumerate(units)
+        if unit.pts is not None
+    ]
+    segment, _video = packet_segment(messages, 10.0, "edge1")
+    by_id = {message.frame_id: message.capture_timestamp for message in messages}
+    assert [by_id[frame_id] for frame_id in segment.frame_ids] == list(segment.capture_timestamps)
+    if clock == "camera":
+        assert list(segment.capture_timestamps) == sorted(by_id.values())
+        assert list(segment.frame_ids) != [message.frame_id for message in messages]
+    else:
+        assert list(segment.frame_ids) == [message.frame_id for message in messages]
+    assert segment.extra == {"capture_clock": clock}
