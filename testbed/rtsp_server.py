@@ -131,12 +131,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (testsrc only)")
     p.add_argument(
-        "--intra-refresh",
-        action="store_true",
-        help="testsrc only: refresh the picture column by column (x264's intra refresh) instead of sending IDR "
-        "keyframes; only a client that comes first sees the one IDR at the start",
-    )
-    p.add_argument(
         "--unsynced-clock",
         action="store_true",
         help="stamp RTCP sender reports with the pipeline's running time (a clock near 1900) instead of the "
@@ -170,7 +164,6 @@ def _testsrc_launch(args: argparse.Namespace) -> str:
         '! timeoverlay halignment=left valignment=top font-desc="Sans 24" '
         "! videoconvert ! video/x-raw,format=I420 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} sliced-threads=false threads=1 "
-        f"intra-refresh={str(args.intra_refresh).lower()} "
         "! video/x-h264,profile=constrained-baseline "
         "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
