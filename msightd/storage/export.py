@@ -25,8 +25,9 @@ from typing import Any
 
 import av
 
-from msightd.storage.catalog import FrameRecord, SegmentCatalog, SegmentRecord, read_frames
+from msightd.storage.catalog import FrameRecord, SegmentCatalog, SegmentRecord
 from msightd.storage.mp4_edits import Edit, set_edit_list
+from msightd.storage.pairs import capture_clock_of, frames_of, read_metadata
 
 
 class ExportError(ValueError):
@@ -50,6 +51,7 @@ class _Piece:
     frames: list[FrameRecord]
     first: int
     stop: int
+    capture_clock: str
 
 
 def export_clip(catalog: SegmentCatalog, sensor: str, start: float, end: float, output: Path) -> ExportResult:
@@ -80,7 +82,8 @@ def _pieces(catalog: SegmentCatalog, sensor: str, start: float, end: float) -> l
     pieces: list[_Piece] = []
     last_shown = float("-inf")
     for record in catalog.segments(sensor, start, end):
-        frames = read_frames(catalog.save_dir / record.metadata_file)
+        document = read_metadata(catalog.save_dir / record.metadata_file)
+        frames = frames_of(document, record.metadata_file)
         shown = [
             index
             for index, frame in enumerate(frames)
@@ -90,7 +93,7 @@ def _pieces(catalog: SegmentCatalog, sensor: str, start: float, end: float) -> l
             continue
         if shown != list(range(shown[0], shown[-1] + 1)):
             raise ExportError(f"{record.metadata_file}: frames are not in capture order; run `msightd segments verify`")
-        pieces.append(_Piece(record, frames, shown[0], shown[-1] + 1))
+        pieces.append(_Piece(record, frames, shown[0], shown[-1] + 1, capture_clock_of(document)))
         last_shown = frames[shown[-1]].capture_timestamp
     return pieces
 
@@ -210,6 +213,7 @@ def _clip_metadata(video_file: str, sensor: str, start: float, end: float, piece
         for frame in piece.frames[piece.first : piece.stop]
     ]
     record = pieces[0].record
+    clocks = {piece.capture_clock for piece in pieces}
     return {
         "clip_file": video_file,
         "sensor_name": sensor,
@@ -224,6 +228,8 @@ def _clip_metadata(video_file: str, sensor: str, start: float, end: float, piece
         "width": record.width,
         "height": record.height,
         "fps": record.fps,
+        # whose clock the capture times are, as in the segments' JSON ("mixed": see each frame's segment)
+        "capture_clock": clocks.pop() if len(clocks) == 1 else "mixed",
         "source_segments": [piece.record.stem for piece in pieces],
         "clip_frames": frames,
         "time_zone": "UTC",

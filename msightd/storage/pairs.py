@@ -137,11 +137,20 @@ def record_from_metadata(metadata_path: Path) -> SegmentRecord:
 
 def read_frames(metadata_path: Path) -> list[FrameRecord]:
     """The frames a segment JSON lists, in its order."""
-    frames = read_metadata(metadata_path)["frames"]
+    return frames_of(read_metadata(metadata_path), metadata_path.name)
+
+
+def frames_of(document: dict[str, Any], name: str) -> list[FrameRecord]:
+    """The frames segment JSON ``document`` (file ``name``, for the error) lists, in its order."""
     try:
-        return [FrameRecord(int(frame["frame_id"]), float(frame["capture_timestamp"])) for frame in frames]
+        return [FrameRecord(int(frame["frame_id"]), float(frame["capture_timestamp"])) for frame in document["frames"]]
     except (KeyError, TypeError, ValueError) as exc:
-        raise MetadataError(f"{metadata_path.name}: unusable frame list ({exc})") from None
+        raise MetadataError(f"{name}: unusable frame list ({exc})") from None
+
+
+def capture_clock_of(document: dict[str, Any]) -> str:
+    """Whose clock a segment JSON's capture times are (JSON written before msightd said: arrival)."""
+    return str(document.get("capture_clock") or "arrival")
 
 
 def scan_metadata(save_dir: Path) -> tuple[list[SegmentRecord], list[str]]:

@@ -103,3 +103,15 @@ def test_segments_of_another_size_are_not_joined_and_the_error_names_the_segment
     with pytest.raises(ExportError, match=f"{odd.video_path.name} differs from the segments before it"):
         export(save_dir, T0, T0 + 2, tmp_path / "clip.mp4")
     assert not (tmp_path / "clip.mp4").exists() and not list(tmp_path.glob(".clip*"))
+
+
+def test_the_clip_says_whose_clock_its_capture_times_are(
+    recording: tuple[Path, list[np.ndarray]], tmp_path: Path
+) -> None:
+    save_dir, _frames = recording
+    assert export(save_dir, T0, T0 + 3.95, tmp_path / "arrival.mp4")[1]["capture_clock"] == "arrival"
+    last = sorted(save_dir.glob("*.json"))[-1]  # the third segment, as a camera-clock segment
+    document = json.loads(last.read_text())
+    last.write_text(json.dumps({**document, "capture_clock": "camera"}))
+    assert export(save_dir, T0 + 4.05, T0 + 5.95, tmp_path / "camera.mp4")[1]["capture_clock"] == "camera"
+    assert export(save_dir, T0, T0 + 5.95, tmp_path / "both.mp4")[1]["capture_clock"] == "mixed"
