@@ -80,6 +80,7 @@ class CameraClock:
             step_s = report.wall - in_use.time_of(report.timestamp, self._clock_rate)
             if abs(step_s) <= CAMERA_CLOCK_STEP_LIMIT_S:
                 self._in_use = in_use = report
+                self._step_said = None  # back in agreement: a step that comes again is said again
             elif self._step_said is None or abs(step_s - self._step_said) > CAMERA_CLOCK_STEP_LIMIT_S:
                 self._step_said = step_s
                 self._note(

@@ -108,7 +108,9 @@ def starts_random_access(codec: str, access_unit: bytes) -> bool:
     exact_recovery = False
     for kind, begin, end in _leading_nal_units(codec, access_unit):
         if end == -1:
-            return exact_recovery or is_random_access(codec, kind)
+            return is_random_access(codec, kind) or (
+                exact_recovery and _is_intra_slice(access_unit[begin : begin + 16])
+            )
         if codec == H264 and kind == H264_SEI and not exact_recovery:
             exact_recovery = is_exact_recovery_point(access_unit[begin:end])
     return False
@@ -133,6 +135,17 @@ def is_exact_recovery_point(sei: bytes) -> bool:
     except BitstreamError:
         return False
     return False
+
+
+def _is_intra_slice(slice_start: bytes) -> bool:
+    """Whether an H.264 slice (its first bytes) is an I or SI slice: a recovery point on a P slice (a broken
+    camera) is no place to start."""
+    try:
+        bits = _Bits(_rbsp(slice_start), 8)
+        bits.ue()  # first_mb_in_slice
+        return bits.ue() % 5 in (2, 4)  # slice_type: I, SI (and their "all slices" forms 7, 9)
+    except BitstreamError:
+        return False
 
 
 def _sei_number(rbsp: bytes, at: int) -> tuple[int, int]:

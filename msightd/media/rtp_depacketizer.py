@@ -99,6 +99,7 @@ class Depacketizer:
         self.completed: list[RtpAccessUnit] = []
         self._parts: list[bytes | bytearray] = []
         self._keyframe = False
+        self._sei = False  # an H.264 SEI in the unit: it may make an I-frame a keyframe (read at its close)
         self._fragmenting = False  # inside a fragmented NAL unit whose first fragment was seen
         self._expected_sequence = -1
         self._last_raw = -1  # the last RTP timestamp as sent
@@ -179,14 +180,20 @@ class Depacketizer:
                 del self._parts[last_start:]
 
     def _close(self) -> None:
-        self.completed.append(RtpAccessUnit(b"".join(self._parts), self._timestamp, self._keyframe))
+        data = b"".join(self._parts)
+        keyframe = self._keyframe or (self._sei and nal.starts_random_access(nal.H264, data))
+        self.completed.append(RtpAccessUnit(data, self._timestamp, keyframe))
         self._parts.clear()  # in place: feed() holds it
-        self._keyframe = False
+        self._keyframe = self._sei = False
         self._fragmenting = False
 
     def _note_kind(self, header: int) -> None:
-        if (((header >> 1) & 0x3F) in _HEVC_IRAP) if self._hevc else (header & 0x1F) == _H264_IDR:
+        if self._hevc:
+            self._keyframe |= ((header >> 1) & 0x3F) in _HEVC_IRAP
+        elif header & 0x1F == _H264_IDR:
             self._keyframe = True
+        elif header & 0x1F == nal.H264_SEI:
+            self._sei = True
 
     def _fragment_start(self, buffer: bytearray, payload: int, fu: int) -> None:
         """The first fragment of a FU-A / FU brings the NAL header back (the rest append to it)."""
@@ -220,10 +227,7 @@ class Depacketizer:
             at += size
 
     def _whole(self, buffer: bytearray, start: int, end: int) -> None:
-        unit = buffer[start:end]
         self._parts.append(_START)
-        self._parts.append(unit)
+        self._parts.append(buffer[start:end])
         self._fragmenting = False
-        self._note_kind(unit[0])
-        if unit[0] & 0x1F == nal.H264_SEI and not self._hevc and nal.is_exact_recovery_point(bytes(unit)):
-            self._keyframe = True  # an open-GOP I-frame (see nal.starts_random_access)
+        self._note_kind(buffer[start])

@@ -86,3 +86,7 @@ def test_later_reports_are_followed_unless_they_step_the_clock() -> None:
     assert clock.take_notes() == []
     clock.time_of(20 * RATE, SenderReport(NOW - 3580, 20 * RATE))  # a new step (back by an hour): said
     assert [note.fields["step_s"] for note in clock.take_notes()] == [pytest.approx(-3600, abs=0.01)]
+    clock.time_of(25 * RATE, SenderReport(NOW + 25.0004, 25 * RATE))  # back in agreement: followed, nothing said
+    assert clock.take_notes() == []
+    clock.time_of(30 * RATE, SenderReport(NOW + 3630, 30 * RATE))  # the first step again: said again
+    assert [note.fields["step_s"] for note in clock.take_notes()] == [pytest.approx(3600, abs=0.01)]

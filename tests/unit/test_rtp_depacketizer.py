@@ -10,6 +10,7 @@ import struct
 
 import pytest
 
+from msightd.media import nal
 from msightd.media.rtp_depacketizer import Depacketizer, RtpAccessUnit
 
 CHANNEL, PAYLOAD_TYPE = 0, 96
@@ -245,13 +246,32 @@ def test_ntp_seconds_past_their_2036_wrap_stay_in_order() -> None:
     assert camera_times(depacketizer, units) == pytest.approx([after_wrap], abs=1e-6)
 
 
-@pytest.mark.parametrize(("sei", "keyframe"), [(b"\x06\x06\x01\xc4\x80", True), (b"\x06\x06\x02\x15\x10\x80", False)])
+EXACT_RECOVERY = b"\x06\x06\x01\xc4\x80"  # SEI: recovery point, recovery_frame_cnt 0
+I_SLICE = b"\x41\x88" + bytes(range(1, 200)) * 4  # non-IDR slice: first_mb_in_slice 0, slice_type 7 (I)
+P_SLICE = b"\x41\x98" + bytes(range(1, 200)) * 4  # slice_type 5 (P)
+
+
+@pytest.mark.parametrize(
+    ("first_frame", "keyframe"),
+    [
+        ([EXACT_RECOVERY, I_SLICE], True),  # an open-GOP I-frame
+        ([b"\x06\x06\x02\x15\x10\x80", I_SLICE], False),  # recovery_frame_cnt 9: intra refresh
+        ([EXACT_RECOVERY, P_SLICE], False),  # a broken camera's recovery point on a P slice
+        (
+            [b"\x06\x05\xff\x91" + b"\x11" * 400 + EXACT_RECOVERY[1:], I_SLICE],
+            True,
+        ),  # 400 B of user data first: fragmented
+        ([I_SLICE, EXACT_RECOVERY], False),  # after the slice it announces nothing
+    ],
+    ids=["open-gop", "intra-refresh", "p-slice", "fragmented-sei", "sei-after-slice"],
+)
 @pytest.mark.parametrize("aggregate", [True, False])
-def test_an_i_frame_after_an_exact_recovery_point_is_a_keyframe_intra_refresh_is_not(
-    sei: bytes, keyframe: bool, aggregate: bool
+def test_an_i_frame_after_an_exact_recovery_point_is_a_keyframe_as_nal_says(
+    first_frame: list[bytes], keyframe: bool, aggregate: bool
 ) -> None:
-    """Open-GOP I-frames carry a recovery point with a count of 0; intra refresh a count of its period."""
-    frames = [[sei, h264_nal(1, 900, 1)], [h264_nal(1, 300, 2)]]
+    """Open-GOP I-frames carry a recovery point with a count of 0; whatever the packetization, the
+    depacketizer agrees with :func:`nal.starts_random_access` on the whole access unit."""
+    frames = [first_frame, [P_SLICE]]
     data, sequence = b"", 0
     for index, nals in enumerate(frames):
         payloads = packetize(nals, False, aggregate=aggregate)
@@ -261,3 +281,4 @@ def test_an_i_frame_after_an_exact_recovery_point_is_a_keyframe_intra_refresh_is
     depacketizer = Depacketizer("h264", CHANNEL, PAYLOAD_TYPE)
     units = feed(depacketizer, data, 1 << 20)
     assert [unit.keyframe for unit in units] == [keyframe, False] and depacketizer.lost == 0
+    assert nal.starts_random_access("h264", units[0].data) is keyframe
