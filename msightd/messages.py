@@ -18,11 +18,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
-from msightd.media.formats import CAPTURE_CLOCKS
+from msightd.media.formats import CAPTURE_CLOCKS, CaptureClock
 
 IMAGE_DATA_TYPE = "msight_core.data.image.ImageData"
 VIDEO_DATA_TYPE = "msight_core.data.video.VideoData"
@@ -305,7 +305,7 @@ class PacketMessage:
     sequence: int
     duration: int = 0
     #: Whose clock ``capture_timestamp`` is (:data:`msightd.media.formats.CaptureClock`).
-    capture_clock: str = "arrival"
+    capture_clock: CaptureClock = "arrival"
 
     def to_wire(self) -> bytes:
         return _pack(
@@ -369,14 +369,14 @@ def _packet_from_fields(fields: Mapping[str, Any]) -> PacketMessage:
     )
 
 
-def _capture_clock(fields: Mapping[str, Any]) -> str:
+def _capture_clock(fields: Mapping[str, Any]) -> CaptureClock:
     """Absent in packets of msightd before 2026-12 (arrival, the only clock then)."""
     if fields.get("capture_clock") is None:
         return "arrival"
     clock = _field(fields, "capture_clock", str)
     if clock not in CAPTURE_CLOCKS:
         raise MalformedMessage("bad_field", f"capture_clock {clock!r} is not one of {', '.join(CAPTURE_CLOCKS)}")
-    return str(clock)
+    return cast(CaptureClock, clock)
 
 
 def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:

@@ -19,8 +19,9 @@ frame is kept, and :attr:`Depacketizer.lost` counts them. The modes cameras do n
 H.265 PACI) are counted in :attr:`Depacketizer.unsupported` and skipped.
 
 RTCP sender reports on the stream's RTCP channel (RFC 3550 6.4.1) are read on the way: each maps an RTP
-timestamp to the camera's wall clock (NTP), which :meth:`Depacketizer.camera_time` uses to give a frame the
-time the camera sampled it rather than the time it reached us (:class:`SenderReport`).
+timestamp to the camera's wall clock (NTP); :attr:`Depacketizer.sender_report` keeps the newest
+(:class:`SenderReport`), with which :mod:`msightd.media.camera_clock` gives a frame the time the camera
+sampled it rather than the time it reached us.
 """
 
 from __future__ import annotations
