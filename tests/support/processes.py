@@ -44,12 +44,15 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines. Stderr shares this file: a frozen node's faulthandler dump, written in pieces
+        without newlines, may land in front of another process's log line, so an event may start mid-line
+        (seen in CI: ``  File "{"event": "frame_captured", ...}``). A line cut by a crash is not an event."""
         events = []
         for line in self.text().splitlines():
-            if line.startswith("{"):
-                # a line cut by a crash is not an event
+            start = line.find('{"')
+            if start != -1:
                 with contextlib.suppress(json.JSONDecodeError):
-                    events.append(json.loads(line))
+                    events.append(json.loads(line[start:]))
         return events
 
     def has_event(self, name: str) -> list[dict[str, Any]]:
